@@ -1,0 +1,1 @@
+"""Offline data pipeline: meshes and hand-object datasets -> multi-layer occlusion Zarr stores."""

@@ -1,0 +1,43 @@
+"""One headless EGL context per worker process, shared by the RGB and layer renderers.
+
+pyrender's ``OffscreenRenderer`` creates the EGL context (on ``EGL_DEVICE_ID``, see
+``egl.select_egl_device``); the layer renderer draws in the same context. Creating a
+context costs ~100 ms and GPU memory, so a worker makes one and keeps it (``shared``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from pipeline.render import egl
+
+
+class GLContext:
+    """An EGL context with a pyrender offscreen renderer of a fixed square size."""
+
+    def __init__(self, resolution: int):
+        egl.select_egl_device()
+        import pyrender
+
+        self.resolution = int(resolution)
+        self.pyrender = pyrender.OffscreenRenderer(self.resolution, self.resolution)
+
+    def make_current(self) -> None:
+        self.pyrender._platform.make_current()
+
+    def info(self) -> dict:
+        from OpenGL import GL
+
+        self.make_current()
+        return {"renderer": GL.glGetString(GL.GL_RENDERER).decode(), "version": GL.glGetString(GL.GL_VERSION).decode()}
+
+    def close(self) -> None:
+        if self.pyrender is not None:
+            self.pyrender.delete()
+            self.pyrender = None
+
+
+@functools.lru_cache(maxsize=2)
+def shared_context(resolution: int) -> GLContext:
+    """The worker's context for this resolution, created on first use."""
+    return GLContext(resolution)

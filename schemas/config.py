@@ -1,0 +1,87 @@
+"""The pipeline's configuration, in code and validated.
+
+A config is a frozen dataclass; ``validate()`` raises ``ConfigError`` with a one-line
+message naming the bad option. ``fingerprint()`` hashes everything that changes what is
+written, so a resumed run can check it continues the same job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+
+OBJECT_RADIUS = 0.5  # canonical objects fit a sphere of this radius about their origin
+
+
+def min_cam_distance(yfov_deg: float) -> float:
+    """Closest camera distance at which the whole canonical object fits the view at rest."""
+    return OBJECT_RADIUS / math.sin(math.radians(yfov_deg) / 2) * 1.05
+
+
+class ConfigError(ValueError):
+    """A bad option value. The message is one line and names the option."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How objects become samples. Units: metres / scene units, degrees, seconds, pixels.
+
+    The object is normalised to its canonical frame (bounding-box centre at the origin,
+    farthest vertex at radius 0.5) and moves along a trajectory in front of a fixed camera
+    at ``(0, 0, cam_distance)`` looking down -z (OpenGL convention).
+    """
+
+    frames: int = 24                 # T, frames per clip
+    resolution: int = 512            # R, square image side
+    yfov_deg: float = 40.0           # vertical field of view
+    cam_distance: float = 2.5        # camera distance from the world origin
+    clips_per_object: int = 1        # clips (trajectories) rendered per object
+    seed: int = 0                    # global seed; each (seed, uid, clip) gets its own stream
+    samples_per_shard: int = 16      # samples one task writes = one shard of every array
+    max_rotation_deg: float = 150.0  # total rotation over a clip at most this (smooth motion)
+    max_faces: int = 2_000_000       # refuse bigger meshes (memory / decompression bombs)
+    max_texture_px: int = 2048       # textures are downscaled to at most this side
+    max_file_mb: float = 512.0       # refuse bigger mesh files before reading them
+    timeout_s: float = 600.0         # per object; hung work is killed and recorded
+
+    def validate(self) -> RenderConfig:
+        _check(1 <= self.frames <= 1024, f"--frames must be in 1..1024, got {self.frames}")
+        _check(16 <= self.resolution <= 4096 and self.resolution % 8 == 0,
+               f"--resolution must be a multiple of 8 in 16..4096, got {self.resolution}")
+        _check(5.0 <= self.yfov_deg <= 120.0, f"--yfov must be in 5..120 degrees, got {self.yfov_deg}")
+        need = min_cam_distance(self.yfov_deg)
+        _check(self.cam_distance >= need,
+               f"--cam-distance {self.cam_distance} is too close for a {self.yfov_deg} degree view; use >= {need:.2f}")
+        _check(1 <= self.clips_per_object <= 1000, f"--clips must be in 1..1000, got {self.clips_per_object}")
+        _check(1 <= self.samples_per_shard <= 4096,
+               f"--samples-per-shard must be in 1..4096, got {self.samples_per_shard}")
+        _check(0 <= self.max_rotation_deg <= 3600, "--max-rotation must be in 0..3600 degrees")
+        _check(self.max_faces >= 4, "--max-faces must be >= 4")
+        _check(self.max_texture_px >= 16, "--max-texture must be >= 16")
+        _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
+        _check(self.seed >= 0, "--seed must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, exclude: tuple[str, ...] = ("timeout_s",)) -> str:
+        """Hash of the options that change the output (not timeouts)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RenderConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        _check(not unknown, f"unknown config keys: {sorted(unknown)}")
+        return cls(**d).validate()

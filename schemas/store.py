@@ -1,0 +1,204 @@
+"""The store contract between the pipeline (writer) and the trainer (reader).
+
+A store is one Zarr v3 group on disk. Every per-sample array has the sample axis first
+(N samples), is sharded along that axis (one shard = ``samples_per_shard`` consecutive
+samples = what one pipeline task writes) and chunked inside the shard by what one read
+needs (usually one frame of one layer). One *sample* is one clip of T frames at a square
+resolution R.
+
+Coordinate conventions (all arrays):
+  * camera frame: OpenGL (x right, y up, z toward the viewer; the camera looks down -z);
+  * ``mlo_depth`` is the positive distance along the viewing axis (-z_cam), metres for HOI
+    data and canonical "scene units" for Objaverse (object fits a unit-diameter sphere);
+  * normals are camera-space unit vectors encoded as uint8 ``round((n + 1) / 2 * 255)``;
+  * quaternions are (x, y, z, w), object-to-world; ``cam_pose`` is camera-to-world.
+
+Layers have a fixed semantic order (``LAYER_NAMES``). A store records which layers it
+carries (``layers`` attribute, a subset of ``LAYER_NAMES`` in that order); the trainer
+zero-fills the others. Inside a stored layer, a frame where the layer is absent is an
+all-zero chunk, which Zarr does not write to disk (``write_empty_chunks=False``).
+
+Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_NAME = "manivideo.store"
+SCHEMA_VERSION = 1
+
+HANDS = ("left", "right")
+HAND_PARTS = ("palm", "thumb", "index", "middle", "ring", "pinky")
+LAYER_NAMES = ("object",) + tuple(f"{h}_{p}" for h in HANDS for p in HAND_PARTS)
+N_LAYERS = len(LAYER_NAMES)  # 13
+
+REF_VIEW_NAMES = ("front", "back", "left", "right", "top", "bottom")
+N_POINTS = 2048
+N_JOINTS = 21
+MANO_POSE_DIM = 48  # 3 global axis-angle + 15 joints x 3 axis-angle
+MANO_BETAS_DIM = 10
+
+STORE_KINDS = ("objaverse", "hoi")
+COMMON = frozenset(STORE_KINDS)
+HOI = frozenset({"hoi"})
+
+
+class SchemaError(ValueError):
+    """A store or a sample does not follow the contract. The message is one line."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-sample array of the contract.
+
+    ``shape`` and ``chunk`` are per sample (without the leading N axis); entries are ints
+    or the symbols "T" (frames), "L" (stored layers), "R" (resolution).
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    chunk: tuple
+    unit: str
+    doc: str
+    kinds: frozenset = COMMON
+    codec: str = "image"  # key of CODECS in pipeline.shard_writer
+
+    def resolve(self, frames: int, resolution: int, n_layers: int) -> tuple[tuple, tuple]:
+        """Concrete (shape, chunk) for one sample."""
+        sub = {"T": frames, "R": resolution, "L": n_layers}
+        shape = tuple(sub.get(s, s) for s in self.shape)
+        chunk = tuple(sub.get(s, s) for s in self.chunk)
+        return shape, chunk
+
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("rgb", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
+              "target frames: rendered (Objaverse) or real camera crops (HOI)"),
+    ArraySpec("mlo_normal", ("T", "L", "R", "R", 3), "uint8", (1, 1, "R", "R", 3), "(n+1)/2*255",
+              "occlusion-free camera-space normals of each layer rendered alone; 0 where absent",
+              codec="geometry"),
+    ArraySpec("mlo_depth", ("T", "L", "R", "R"), "float16", (1, 1, "R", "R"), "m (scene units for Objaverse)",
+              "per-layer camera z-depth (positive, along -z_cam); 0 = layer absent at pixel",
+              codec="geometry"),
+    ArraySpec("layer_present", ("T", "L"), "bool", ("T", "L"), "",
+              "layer k covers at least one pixel in frame t", codec="small"),
+    ArraySpec("ref_views", (6, "R", "R", 3), "uint8", (6, "R", "R", 3), "sRGB 0-255",
+              "object appearance O_I in canonical pose: front, back, left, right, top, bottom"),
+    ArraySpec("background", ("R", "R", 3), "uint8", ("R", "R", 3), "sRGB 0-255",
+              "scene / human reference O_B"),
+    ArraySpec("points", (N_POINTS, 3), "float32", (N_POINTS, 3), "canonical object units",
+              "surface points P, object canonical frame", codec="small"),
+    ArraySpec("point_normals", (N_POINTS, 3), "float32", (N_POINTS, 3), "unit vectors",
+              "outward surface normals at P, object canonical frame", codec="small"),
+    ArraySpec("obj_rot", ("T", 4), "float32", ("T", 4), "quaternion x,y,z,w",
+              "object-to-world rotation per frame (trajectory Q)", codec="small"),
+    ArraySpec("obj_trans", ("T", 3), "float32", ("T", 3), "m (scene units for Objaverse)",
+              "object-to-world translation per frame (trajectory L)", codec="small"),
+    ArraySpec("K", (3, 3), "float32", (3, 3), "pixels",
+              "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5", codec="small"),
+    ArraySpec("cam_pose", (4, 4), "float32", (4, 4), "m",
+              "camera-to-world pose, OpenGL camera axes", codec="small"),
+    # HOI only
+    ArraySpec("mano_pose", ("T", 2, MANO_POSE_DIM), "float32", ("T", 2, MANO_POSE_DIM), "rad, axis-angle",
+              "MANO pose per hand (left, right): 3 global + 45 finger, full (not PCA), in the camera frame",
+              kinds=HOI, codec="small"),
+    ArraySpec("mano_betas", (2, MANO_BETAS_DIM), "float32", (2, MANO_BETAS_DIM), "",
+              "MANO shape per hand (left, right)", kinds=HOI, codec="small"),
+    ArraySpec("mano_trans", ("T", 2, 3), "float32", ("T", 2, 3), "m",
+              "MANO translation per hand, camera frame", kinds=HOI, codec="small"),
+    ArraySpec("hand_valid", ("T", 2), "bool", ("T", 2), "",
+              "hand annotation valid in frame t (left, right)", kinds=HOI, codec="small"),
+    ArraySpec("joints_3d", ("T", 2, N_JOINTS, 3), "float32", ("T", 2, N_JOINTS, 3), "m",
+              "21 hand joints per hand, camera frame; 0 where invalid", kinds=HOI, codec="small"),
+    ArraySpec("joints_2d", ("T", 2, N_JOINTS, 2), "float32", ("T", 2, N_JOINTS, 2), "pixels",
+              "21 hand joints projected into the stored image; -1 where invalid", kinds=HOI, codec="small"),
+)
+ARRAY_BY_NAME: Mapping[str, ArraySpec] = {a.name: a for a in ARRAYS}
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The concrete contract of one store: kind, T, R, stored layers, shard size."""
+
+    kind: str
+    frames: int
+    resolution: int
+    layers: tuple[str, ...]
+    samples_per_shard: int
+
+    def __post_init__(self):
+        if self.kind not in STORE_KINDS:
+            raise SchemaError(f"unknown store kind {self.kind!r}; expected one of {STORE_KINDS}")
+        bad = [name for name in self.layers if name not in LAYER_NAMES]
+        if bad:
+            raise SchemaError(f"unknown layer names {bad}; expected names from {LAYER_NAMES}")
+        if list(self.layers) != sorted(self.layers, key=LAYER_NAMES.index):
+            raise SchemaError("layers must follow the fixed order of LAYER_NAMES")
+        if self.frames < 1 or self.resolution < 8 or self.samples_per_shard < 1:
+            raise SchemaError("frames >= 1, resolution >= 8 and samples_per_shard >= 1 are required")
+
+    @property
+    def arrays(self) -> tuple[ArraySpec, ...]:
+        return tuple(a for a in ARRAYS if self.kind in a.kinds)
+
+    def sample_shape(self, name: str) -> tuple:
+        return ARRAY_BY_NAME[name].resolve(self.frames, self.resolution, len(self.layers))[0]
+
+    def chunk_shape(self, name: str) -> tuple:
+        return ARRAY_BY_NAME[name].resolve(self.frames, self.resolution, len(self.layers))[1]
+
+    def to_attrs(self) -> dict:
+        return {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "frames": self.frames,
+            "resolution": self.resolution,
+            "layers": list(self.layers),
+            "samples_per_shard": self.samples_per_shard,
+            "arrays": {a.name: {"dtype": a.dtype, "unit": a.unit, "doc": a.doc} for a in self.arrays},
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> StoreLayout:
+        if attrs.get("schema") != SCHEMA_NAME:
+            raise SchemaError("not a manivideo store (group attribute 'schema' is missing or different)")
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaError(
+                f"store schema version {attrs.get('schema_version')} is not the supported {SCHEMA_VERSION}; "
+                "re-run the pipeline with this version"
+            )
+        return cls(kind=attrs["kind"], frames=int(attrs["frames"]), resolution=int(attrs["resolution"]),
+                   layers=tuple(attrs["layers"]), samples_per_shard=int(attrs["samples_per_shard"]))
+
+
+def validate_sample(layout: StoreLayout, sample: Mapping[str, np.ndarray]) -> None:
+    """Raise SchemaError (one line) unless ``sample`` holds every array of the layout with the
+    contract's shape and dtype, finite floats, unit quaternions and unit point normals."""
+    for spec in layout.arrays:
+        if spec.name not in sample:
+            raise SchemaError(f"sample is missing array {spec.name!r}")
+        arr = np.asarray(sample[spec.name])
+        want = layout.sample_shape(spec.name)
+        if arr.shape != want:
+            raise SchemaError(f"{spec.name}: shape {arr.shape}, contract says {want}")
+        if arr.dtype != np.dtype(spec.dtype):
+            raise SchemaError(f"{spec.name}: dtype {arr.dtype}, contract says {spec.dtype}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise SchemaError(f"{spec.name}: contains NaN or inf")
+    extra = set(sample) - {a.name for a in layout.arrays}
+    if extra:
+        raise SchemaError(f"sample has arrays outside the contract: {sorted(extra)}")
+    q = np.asarray(sample["obj_rot"], dtype=np.float64)
+    if np.abs(np.linalg.norm(q, axis=-1) - 1).max() > 1e-4:
+        raise SchemaError("obj_rot: quaternions are not unit length")
+    pn = np.asarray(sample["point_normals"], dtype=np.float64)
+    if np.abs(np.linalg.norm(pn, axis=-1) - 1).max() > 1e-3:
+        raise SchemaError("point_normals: not unit length")
+    if (np.asarray(sample["mlo_depth"]) < 0).any():
+        raise SchemaError("mlo_depth: negative depth (0 marks absence, depth is positive)")
