@@ -24,18 +24,16 @@ import numpy as np
 import trimesh
 from PIL import Image
 
+from pipeline.errors import StepFailed
+
 SUPPORTED_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_ABS_COORD = 1e6  # a vertex farther than this (file units) is "absurd size"
 MIN_EXTENT = 1e-6
 
 
-class MeshRejected(Exception):
+class MeshRejected(StepFailed):
     """An object the pipeline will not render: ``stage`` and a one-line ``reason``."""
-
-    def __init__(self, stage: str, reason: str):
-        super().__init__(f"{stage}: {reason}")
-        self.stage, self.reason = stage, reason
 
 
 class ContainedResolver(trimesh.resolvers.FilePathResolver):

@@ -13,7 +13,6 @@ import json
 import math
 from dataclasses import dataclass
 
-
 OBJECT_RADIUS = 0.5  # canonical objects fit a sphere of this radius about their origin
 
 
@@ -46,7 +45,7 @@ class RenderConfig:
     cam_distance: float = 2.5        # camera distance from the world origin
     clips_per_object: int = 1        # clips (trajectories) rendered per object
     seed: int = 0                    # global seed; each (seed, uid, clip) gets its own stream
-    samples_per_shard: int = 16      # samples one task writes = one shard of every array
+    samples_per_shard: int = 0       # samples one task writes = one shard; 0 = auto (runner)
     max_rotation_deg: float = 150.0  # total rotation over a clip at most this (smooth motion)
     max_faces: int = 2_000_000       # refuse bigger meshes (memory / decompression bombs)
     max_texture_px: int = 2048       # textures are downscaled to at most this side
@@ -62,8 +61,8 @@ class RenderConfig:
         _check(self.cam_distance >= need,
                f"--cam-distance {self.cam_distance} is too close for a {self.yfov_deg} degree view; use >= {need:.2f}")
         _check(1 <= self.clips_per_object <= 1000, f"--clips must be in 1..1000, got {self.clips_per_object}")
-        _check(1 <= self.samples_per_shard <= 4096,
-               f"--samples-per-shard must be in 1..4096, got {self.samples_per_shard}")
+        _check(0 <= self.samples_per_shard <= 4096,
+               f"--samples-per-shard must be in 0..4096 (0 = auto), got {self.samples_per_shard}")
         _check(0 <= self.max_rotation_deg <= 3600, "--max-rotation must be in 0..3600 degrees")
         _check(self.max_faces >= 4, "--max-faces must be >= 4")
         _check(self.max_texture_px >= 16, "--max-texture must be >= 16")

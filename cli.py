@@ -1,0 +1,136 @@
+"""manivideo command line: data pipeline (render-objaverse, render-hoi), store tools, trainer.
+
+Every command exits 0 on success, 2 with a one-line message on bad input (writing
+nothing), and 1 on an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ManiVideo data pipeline and trainer.")
+
+
+@app.command("render-objaverse")
+def render_objaverse(
+    workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
+    source: Annotated[str, typer.Option(help="'objaverse', 'builtin' (demo objects) or a folder of meshes")] = "objaverse",
+    out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/objaverse.zarr"),
+    limit: Annotated[int | None, typer.Option(help="at most this many objects")] = None,
+    uids: Annotated[Path | None, typer.Option(help="file of Objaverse uids, one per line")] = None,
+    lvis: Annotated[list[str] | None, typer.Option(help="keep only these LVIS categories (repeatable)")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Objaverse cache (default ~/.objaverse/hf-objaverse-v1)")] = None,
+    frames: Annotated[int, typer.Option(help="T, frames per clip")] = 24,
+    resolution: Annotated[int, typer.Option(help="R, square image side")] = 512,
+    clips: Annotated[int, typer.Option(help="clips (trajectories) per object")] = 1,
+    yfov: Annotated[float, typer.Option(help="vertical field of view, degrees")] = 40.0,
+    cam_distance: Annotated[float, typer.Option(help="camera distance (object fits a unit-diameter sphere)")] = 2.5,
+    seed: Annotated[int, typer.Option(help="global seed")] = 0,
+    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 16")] = 0,
+    max_faces: Annotated[int, typer.Option(help="refuse meshes with more faces")] = 2_000_000,
+    max_texture: Annotated[int, typer.Option(help="downscale textures to this side")] = 2048,
+    timeout: Annotated[float, typer.Option(help="seconds per object before it is killed and recorded")] = 600.0,
+    address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+):
+    """Objaverse / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
+    from pipeline import objaverse_job, runner
+    from schemas.config import ConfigError, RenderConfig
+
+    try:
+        cfg = RenderConfig(frames=frames, resolution=resolution, yfov_deg=yfov, cam_distance=cam_distance,
+                           clips_per_object=clips, seed=seed, samples_per_shard=samples_per_shard,
+                           max_faces=max_faces, max_texture_px=max_texture, timeout_s=timeout).validate()
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    check_writable(out)
+    job = objaverse_job.build_job(source, out, cfg, limit, str(uids) if uids else None, lvis,
+                                  str(cache_dir) if cache_dir else None, workers)
+    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
+    typer.echo(summary.format())
+
+
+def check_writable(out: Path) -> None:
+    """One-line error unless ``out`` can be created (nothing is created here)."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {out}: {probe} is a file, not a folder")
+    import os
+
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {probe} is not writable")
+
+
+@app.command("inspect")
+def inspect_store(store: Path, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
+    """Samples, arrays (shape, dtype), size on disk, bytes per sample, failures by reason."""
+    from pipeline.inspect_store import format_report, inspect
+
+    report = inspect(store)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@app.command("preview")
+def preview(
+    store: Path,
+    out: Annotated[Path, typer.Option(help="contact sheet PNG")] = Path("preview.png"),
+    samples: Annotated[int, typer.Option(help="how many samples")] = 3,
+    gif: Annotated[Path | None, typer.Option(help="also write an animated GIF of the clips")] = None,
+):
+    """A contact sheet (views, frames, normal and depth maps) to check a store by eye."""
+    from pipeline.preview import write_preview
+
+    paths = write_preview(store, out, samples, gif)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command("export-sample")
+def export_sample(store: Path, index: int, out: Path):
+    """One sample's arrays, under the contract's names, to an .npz file."""
+    from pipeline.inspect_store import export_npz
+
+    export_npz(store, index, out)
+    typer.echo(f"wrote {out}")
+
+
+# --- HOI commands ---
+
+# --- trainer commands ---
+
+
+def main() -> None:
+    from schemas.config import ConfigError
+    from schemas.store import SchemaError
+
+    try:
+        app(standalone_mode=False)
+    except (UserError, ConfigError, SchemaError) as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

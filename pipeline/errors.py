@@ -1,0 +1,23 @@
+"""The two kinds of failure the pipeline distinguishes.
+
+``UserError``: bad command-line input (missing folder, wrong layout, missing MANO files,
+unwritable output). The CLI prints its one-line message and exits with code 2, having
+written nothing.
+
+``StepFailed``: one input item (an object, a sequence) cannot be processed. The runner
+records (key, stage, reason) in the store's failure table and carries on.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user; the message is one line and says what to do."""
+
+
+class StepFailed(Exception):
+    """One item failed at ``stage`` ("fetch", "load", "validate", "render", ...) for ``reason``."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason

@@ -1,0 +1,90 @@
+"""Store introspection: what is in a store, how big it is, what failed; one-sample export."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import shard_writer
+from pipeline.errors import UserError
+from schemas.reader import StoreReader
+from schemas.store import SchemaError
+
+
+def open_reader(store: Path) -> StoreReader:
+    if not Path(store).is_dir():
+        raise UserError(f"{store}: no such store folder")
+    try:
+        return StoreReader(store)
+    except SchemaError as e:
+        raise UserError(f"{store}: {e}") from None
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def inspect(store: Path) -> dict:
+    """A JSON-able report of a store."""
+    reader = open_reader(store)
+    manifest = shard_writer.read_manifest(Path(store)) or {}
+    layout = reader.layout
+    arrays = {}
+    for spec in layout.arrays:
+        arr = reader.group[spec.name]
+        arrays[spec.name] = {"shape_per_sample": list(layout.sample_shape(spec.name)), "dtype": spec.dtype,
+                             "chunk": list(arr.chunks[1:]), "unit": spec.unit,
+                             "bytes": _dir_bytes(Path(store) / spec.name)}
+    total = _dir_bytes(Path(store))
+    failures = reader.failures()
+    by_reason = Counter(f"{f['stage']}: {f['reason']}" for f in failures)
+    n = len(reader)
+    return {
+        "store": str(store), "kind": layout.kind, "schema_version": layout.to_attrs()["schema_version"],
+        "frames": layout.frames, "resolution": layout.resolution, "layers": list(layout.layers),
+        "samples": n, "shards_complete": reader.n_shards_complete, "shards_planned": manifest.get("n_shards"),
+        "items_planned": manifest.get("n_items"), "items_failed": len(failures),
+        "bytes": total, "bytes_per_sample": total / n if n else None,
+        "arrays": arrays, "failures_by_reason": dict(by_reason.most_common()),
+        "title": manifest.get("title"),
+    }
+
+
+def format_report(r: dict) -> str:
+    mib = 2**20
+    lines = [
+        f"store        {r['store']}  ({r['title']})",
+        f"kind         {r['kind']}  schema v{r['schema_version']}  T={r['frames']}  R={r['resolution']}",
+        f"layers       {', '.join(r['layers'])}",
+        f"samples      {r['samples']} valid; shards {r['shards_complete']}/{r['shards_planned']} complete; "
+        f"{r['items_failed']} items failed",
+        f"size         {r['bytes'] / mib:.2f} MiB on disk"
+        + (f", {r['bytes_per_sample'] / mib:.2f} MiB per sample" if r["bytes_per_sample"] else ""),
+        "",
+        f"{'array':<15}{'shape per sample':<28}{'dtype':<9}{'chunk':<24}{'MiB':>8}",
+    ]
+    for name, a in r["arrays"].items():
+        lines.append(f"{name:<15}{str(tuple(a['shape_per_sample'])):<28}{a['dtype']:<9}"
+                     f"{str(tuple(a['chunk'])):<24}{a['bytes'] / mib:>8.2f}")
+    if r["failures_by_reason"]:
+        lines += ["", "failures by reason:"] + [f"  {n:>5}  {k}" for k, n in r["failures_by_reason"].items()]
+    return "\n".join(lines)
+
+
+def export_npz(store: Path, index: int, out: Path) -> None:
+    """Write sample ``index`` (0-based over valid samples) to ``out`` (.npz, no pickles)."""
+    reader = open_reader(store)
+    if not 0 <= index < len(reader):
+        raise UserError(f"index {index} out of range: {store} has {len(reader)} valid samples")
+    arrays = reader.read(index)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays, layers=np.array(reader.layout.layers), key=np.array(reader.key(index)))
+    tmp.replace(out)

@@ -1,0 +1,76 @@
+"""render-objaverse as a Job: list items on the driver, render each inside a worker.
+
+Sources: ``objaverse`` (the real package; uids, LVIS filter, uid file, cache folder),
+a local folder of meshes, or ``builtin`` (demo objects the project generates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import StepFailed
+from pipeline.mesh_io import load_object
+from pipeline.objaverse_sample import objaverse_layout, render_object, worker_renderers
+from pipeline.runner import Job, auto_samples_per_shard
+from pipeline.shard_task import WorkItem
+from pipeline.sources import builtin, local, objaverse_source
+from schemas.config import RenderConfig
+
+STEP = "pipeline.objaverse_job:objaverse_step"
+
+
+def list_items(source: str, limit: int | None = None, uids_file: str | None = None, lvis: list[str] | None = None,
+               cache_dir: str | None = None, clips: int = 1) -> list[WorkItem]:
+    """Items of a source: ``objaverse``, ``builtin`` or a folder path."""
+    if source == "builtin":
+        keys = builtin.builtin_uids()
+        pairs = [(k, k) for k in (keys[:limit] if limit else keys)]
+    elif source == "objaverse":
+        pairs = [(u, u) for u in objaverse_source.list_uids(cache_dir, lvis, uids_file, limit)]
+    else:
+        pairs = local.list_meshes(source, limit)
+    return [WorkItem(key=k, locator=loc, n_samples=clips) for k, loc in pairs]
+
+
+def fetch_path(source: str, locator: str, cache_dir: str | None) -> Path:
+    if source == "builtin":
+        return builtin.write_builtin(locator, Path(tempfile.gettempdir()) / "manivideo-builtin")
+    if source == "objaverse":
+        return objaverse_source.fetch(locator, cache_dir)
+    path = Path(locator)
+    if not path.exists():
+        raise StepFailed("fetch", f"file vanished: {path}")
+    return path
+
+
+def objaverse_step(item: WorkItem, options: dict) -> list[dict]:
+    """Worker-side step: fetch, load, canonicalise, render all clips of one object."""
+    cfg = RenderConfig.from_dict(options["render"])
+    path = fetch_path(options["source"], item.locator, options.get("cache_dir"))
+    obj = load_object(item.key, path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px)
+    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg)
+    try:
+        return render_object(obj, cfg, renderers)
+    except StepFailed:
+        raise
+    except Exception as e:  # noqa: BLE001  (GL errors etc. are this object's failure)
+        raise StepFailed("render", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+
+
+def build_job(source: str, out: Path, cfg: RenderConfig, limit: int | None = None, uids_file: str | None = None,
+              lvis: list[str] | None = None, cache_dir: str | None = None, workers: int = 1) -> Job:
+    """The job for a source. ``cfg.samples_per_shard == 0`` picks the shard size automatically."""
+    items = list_items(source, limit, uids_file, lvis, cache_dir, cfg.clips_per_object)
+    if cfg.samples_per_shard == 0:
+        total = sum(i.n_samples for i in items)
+        size = max(auto_samples_per_shard(total, workers, Path(out)), cfg.clips_per_object)
+        cfg = dataclasses.replace(cfg, samples_per_shard=size)
+    src = source if source in ("builtin", "objaverse") else str(Path(source).resolve())
+    options = {"source": "local" if src not in ("builtin", "objaverse") else src,
+               "cache_dir": str(cache_dir) if cache_dir else None,
+               # the per-object timeout does not change the output: not part of the job's identity
+               "render": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}
+    return Job(out=Path(out), layout=objaverse_layout(cfg), items=items, step=STEP, options=options,
+               title=f"render-objaverse ({source})")

@@ -1,0 +1,227 @@
+"""The Ray layer: plan shards, schedule them, retry, record, resume. It does no data work.
+
+A ``Job`` names a step (a module-level function ``step(item, options) -> samples``), the
+items, the store layout and the options. ``run`` creates the store (or checks that an
+existing one was made by the same job), skips shards that have completion markers,
+keeps at most ``2 * workers`` shard tasks in flight, shows progress (from the shard
+journals, so it moves per item) and ends with a summary. Worker processes that die are
+restarted by Ray (``max_retries``); the shard journal makes a retry skip finished items
+and record the item that killed the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import shard_writer
+from pipeline.errors import UserError
+from pipeline.shard_task import WorkItem, process_shard
+from schemas import StoreLayout
+
+WORKER_ENV = {"PYOPENGL_PLATFORM": "egl", "LP_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@dataclass
+class Job:
+    out: Path
+    layout: StoreLayout
+    items: list[WorkItem]
+    step: str                      # "module:function", run inside workers
+    options: dict                  # JSON-able; passed to the step; part of the fingerprint
+    title: str
+    num_gpus_per_worker: float = 0.0
+
+    def fingerprint(self) -> str:
+        body = {"title": self.title, "layout": self.layout.to_attrs(), "step": self.step, "options": self.options,
+                "items": [[i.key, i.locator, i.n_samples] for i in self.items]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class RunSummary:
+    title: str
+    out: Path
+    items_total: int = 0
+    items_ok: int = 0
+    items_failed: int = 0
+    items_skipped: int = 0          # in shards completed by an earlier run
+    samples_ok: int = 0
+    shards_total: int = 0
+    shards_run: int = 0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+    store_bytes: int = 0
+
+    def format(self) -> str:
+        rate = (self.items_ok + self.items_failed) / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"== {self.title}: done in {self.seconds:.1f} s ==",
+            f"store          {self.out}",
+            f"items          {self.items_total} total: {self.items_ok} ok, {self.items_failed} failed, "
+            f"{self.items_skipped} already done by an earlier run",
+            f"samples        {self.samples_ok} written this run",
+            f"shards         {self.shards_run} run, {self.shards_total} in the store",
+            f"throughput     {rate:.2f} items/s",
+            f"size on disk   {self.store_bytes / 2**20:.1f} MiB",
+        ]
+        if self.failures:
+            by = Counter((f["stage"], f["reason"]) for f in self.failures)
+            lines.append(f"failures       {len(self.failures)} (all in {self.out / 'failures.jsonl'}); most common:")
+            lines += [f"  {n:>5} x {stage}: {reason}" for (stage, reason), n in by.most_common(5)]
+        return "\n".join(lines)
+
+
+MAX_AUTO_SAMPLES_PER_SHARD = 16
+
+
+def auto_samples_per_shard(total_samples: int, workers: int, out: Path, cap: int = MAX_AUTO_SAMPLES_PER_SHARD) -> int:
+    """Shard size for ``--samples-per-shard 0`` (auto).
+
+    An existing store keeps its own (resume must see the same shards). Otherwise up to
+    ``cap`` samples per shard (few files at 800K objects), but small enough that every
+    worker gets at least two shards on small runs.
+    """
+    meta = Path(out) / "zarr.json"
+    if meta.exists() and (Path(out) / shard_writer.MANIFEST).exists():
+        return int(json.loads(meta.read_text())["attributes"]["samples_per_shard"])
+    return max(1, min(cap, -(-total_samples // (2 * max(1, workers)))))
+
+
+def prepare_store(job: Job, plan: dict, overwrite: bool) -> None:
+    """Create the store, or check that the existing one is this job's (resume)."""
+    out = Path(job.out)
+    manifest = shard_writer.read_manifest(out)
+    if manifest is not None and not overwrite:
+        if manifest.get("fingerprint") != job.fingerprint():
+            raise UserError(f"{out} holds a store made with other arguments or inputs; "
+                            "use another --out, or --overwrite to replace it")
+        return
+    if out.exists() and any(out.iterdir()) and manifest is None and not (out / "zarr.json").exists() and not overwrite:
+        raise UserError(f"{out} exists and is not a manivideo store; choose an empty or new --out")
+    shard_writer.create_store(out, job.layout, len(plan["shards"]), {
+        "title": job.title, "fingerprint": job.fingerprint(), "step": job.step, "options": job.options,
+        "n_items": len(job.items), "n_shards": len(plan["shards"]), "created": time.time(),
+        "argv": sys.argv,
+    }, plan)
+
+
+def _count_ended(out: Path, shards) -> int:
+    n = 0
+    for k in shards:
+        try:
+            with open(shard_writer.journal_path(out, k)) as f:
+                n += sum(1 for line in f if line.startswith("end "))
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def _init_ray(workers: int, address: str | None):
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.update(WORKER_ENV)  # local workers inherit the driver's environment
+    kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False, logging_level="ERROR",
+                  log_to_driver=True)
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0][:160]}") from None
+    else:
+        ray.init(num_cpus=workers, **kwargs)
+    return True
+
+
+def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 600.0, max_retries: int = 3,
+        progress: bool = True, overwrite: bool = False) -> RunSummary:
+    """Run (or resume) a job; returns the summary. Raises UserError on bad arguments."""
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if not job.items:
+        raise UserError("no input items to process (empty selection)")
+    t0 = time.perf_counter()
+    n_samples = [i.n_samples for i in job.items]
+    try:
+        shards = shard_writer.plan_shards(n_samples, job.layout.samples_per_shard)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    plan = {"items": [[i.key, i.locator, i.n_samples] for i in job.items], "shards": shards}
+    prepare_store(job, plan, overwrite)
+    out = Path(job.out)
+    done = shard_writer.completed_shards(out)
+    todo = [k for k in range(len(shards)) if k not in done]
+    summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
+                         items_skipped=sum(len(shards[k]) for k in done))
+
+    started_ray = _init_ray(workers, address) if todo else False
+    import ray
+
+    remote = None
+    if todo:
+        remote = ray.remote(num_cpus=1, num_gpus=job.num_gpus_per_worker, max_retries=max_retries,
+                            retry_exceptions=False)(process_shard)
+    attrs = job.layout.to_attrs()
+
+    def submit(k):
+        entries = list(zip((job.items[i] for i in shards[k]),
+                           shard_writer.shard_rows(job.layout, k, n_samples, shards[k]), strict=True))
+        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(job.items), initial=summary.items_skipped, unit="item", disable=not progress,
+               dynamic_ncols=True, desc=job.title)
+    pending: dict = {}
+    queue = list(todo)
+    resubmits: Counter = Counter()
+    finished_items = 0
+    try:
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                k = queue.pop(0)
+                pending[submit(k)] = k
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                k = pending.pop(ref)
+                try:
+                    marker = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                        ray.exceptions.NodeDiedError) as e:
+                    # retries exhausted: go on while each attempt still settles items
+                    ended = _count_ended(out, [k])
+                    if ended > resubmits[("ended", k)] and resubmits[k] < 100:
+                        resubmits[k] += 1
+                        resubmits[("ended", k)] = ended
+                        queue.append(k)
+                        continue
+                    raise RuntimeError(f"shard {k} keeps failing: {str(e).splitlines()[0][:200]}") from None
+                summary.shards_run += 1
+                for rec in marker["items"]:
+                    finished_items += 1
+                    if rec["ok"]:
+                        summary.items_ok += 1
+                        summary.samples_ok += len(rec["rows"])
+                    else:
+                        summary.items_failed += 1
+            live = _count_ended(out, pending.values())
+            bar.n = summary.items_skipped + finished_items + live
+            bar.set_postfix(ok=summary.items_ok, failed=summary.items_failed, refresh=False)
+            bar.refresh()
+    finally:
+        bar.close()
+        if started_ray:
+            ray.shutdown()
+    summary.failures = shard_writer.write_failures(out)
+    summary.seconds = time.perf_counter() - t0
+    summary.store_bytes = shard_writer.store_bytes(out)
+    return summary

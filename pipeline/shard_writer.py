@@ -1,0 +1,177 @@
+"""Writing stores: layout on disk, shard planning, sample writes, completion markers.
+
+On disk (one folder, a Zarr v3 group)::
+
+    STORE/zarr.json              group; attributes = StoreLayout.to_attrs() (the contract)
+    STORE/<array>/...            one Zarr array per contract array, N rows (samples) first,
+                                 sharded S rows per shard, chunked per read (one frame/layer)
+    STORE/manifest.json          the run: title, fingerprint, options, counts (written last
+                                 at creation: a folder without it is an unfinished creation)
+    STORE/plan.json.gz           items (key, locator, n_samples) and which items each shard holds
+    STORE/_shards/<k>.json       completion marker of shard k: one record per item
+                                 (key, rows, ok, stage, reason, seconds); readers see only
+                                 rows of shards that have one
+    STORE/_shards/<k>.journal    per-attempt journal (start/end lines) used to resume a
+                                 shard inside a crashed or timed-out task
+    STORE/failures.jsonl         all failed items (rebuilt from the markers at the end of a run)
+
+One task owns one shard index k: it writes rows [k*S, (k+1)*S) of every array and then
+the marker. Zarr's local store writes each shard file atomically, so a killed task never
+leaves a torn file; an unmarked shard is simply redone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from schemas import StoreLayout, validate_sample
+
+MANIFEST = "manifest.json"
+PLAN = "plan.json.gz"
+SHARDS_DIR = "_shards"
+
+CODECS = {
+    # uint8 images: byte-shuffled zstd is lossless; smooth backgrounds compress well
+    "image": lambda: [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")],
+    # normals/depth: lossless (the contract's values are exact)
+    "geometry": lambda: [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")],
+    "small": lambda: [ZstdCodec(level=5)],
+}
+
+
+def plan_shards(n_samples: list[int], samples_per_shard: int) -> list[list[int]]:
+    """Pack items (in order) into shards of at most S rows; an item never spans two shards.
+
+    Returns, per shard, the item indices it holds. Deterministic in its inputs.
+    """
+    shards: list[list[int]] = []
+    used = samples_per_shard
+    for i, n in enumerate(n_samples):
+        if n > samples_per_shard:
+            raise ValueError(f"item {i} yields {n} samples, more than samples_per_shard={samples_per_shard}")
+        if used + n > samples_per_shard:
+            shards.append([])
+            used = 0
+        shards[-1].append(i)
+        used += n
+    return shards
+
+
+def shard_rows(layout: StoreLayout, shard: int, n_samples: list[int], items: list[int]) -> list[list[int]]:
+    """Rows of each item of a shard (items fill the shard's rows in order)."""
+    row = shard * layout.samples_per_shard
+    out = []
+    for i in items:
+        out.append(list(range(row, row + n_samples[i])))
+        row += n_samples[i]
+    return out
+
+
+def create_store(out: Path, layout: StoreLayout, n_shards: int, manifest: dict, plan: dict) -> None:
+    """Create the group, every array (shape N = n_shards * S) and the plan; manifest last."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    group = zarr.open_group(str(out), mode="w", zarr_format=3, attributes=layout.to_attrs())
+    S = layout.samples_per_shard
+    n_rows = max(1, n_shards) * S
+    for spec in layout.arrays:
+        shape, chunk = layout.sample_shape(spec.name), layout.chunk_shape(spec.name)
+        group.create_array(
+            spec.name, shape=(n_rows, *shape), dtype=spec.dtype, chunks=(1, *chunk), shards=(S, *shape),
+            compressors=CODECS[spec.codec](), fill_value=0, config={"write_empty_chunks": False},
+            attributes={"unit": spec.unit, "doc": spec.doc},
+        )
+    (out / SHARDS_DIR).mkdir()
+    with gzip.open(out / PLAN, "wt") as f:
+        json.dump(plan, f)
+    _atomic_write_json(out / MANIFEST, manifest)
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def read_plan(out: Path) -> dict:
+    with gzip.open(Path(out) / PLAN, "rt") as f:
+        return json.load(f)
+
+
+def open_arrays(out: Path, layout: StoreLayout) -> dict[str, zarr.Array]:
+    group = zarr.open_group(str(out), mode="r+")
+    return {spec.name: group[spec.name] for spec in layout.arrays}
+
+
+def write_samples(arrays: dict[str, zarr.Array], layout: StoreLayout, rows: list[int], samples: list[dict]) -> None:
+    """Validate each sample against the contract and write it at its row."""
+    for row, sample in zip(rows, samples, strict=True):
+        validate_sample(layout, sample)
+        for name, arr in arrays.items():
+            arr[row] = sample[name]
+
+
+def marker_path(out: Path, shard: int) -> Path:
+    return Path(out) / SHARDS_DIR / f"{shard:07d}.json"
+
+
+def journal_path(out: Path, shard: int) -> Path:
+    return Path(out) / SHARDS_DIR / f"{shard:07d}.journal"
+
+
+def completed_shards(out: Path) -> set[int]:
+    """Shard indices that have a completion marker (resume = list the markers)."""
+    d = Path(out) / SHARDS_DIR
+    if not d.exists():
+        return set()
+    return {int(e.name[:-5]) for e in os.scandir(d) if e.name.endswith(".json") and e.name[:-5].isdigit()}
+
+
+def write_marker(out: Path, shard: int, records: list[dict]) -> None:
+    _atomic_write_json(marker_path(out, shard), {"shard": shard, "finished": time.time(), "items": records})
+
+
+def read_markers(out: Path) -> list[dict]:
+    return [json.loads(marker_path(out, k).read_text()) for k in sorted(completed_shards(out))]
+
+
+def write_failures(out: Path) -> list[dict]:
+    """Rebuild failures.jsonl from the markers; returns the failure records."""
+    failures = [r for m in read_markers(out) for r in m["items"] if not r["ok"]]
+    tmp = Path(out) / "failures.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in failures))
+    tmp.replace(Path(out) / "failures.jsonl")
+    return failures
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def store_bytes(out: Path) -> int:
+    """Bytes on disk of a store folder."""
+    return sum(e.stat().st_size for e in Path(out).rglob("*") if e.is_file())
+
+
+def rows_of_items(plan: dict, layout: StoreLayout) -> dict[str, list[int]]:
+    """key -> rows, for every planned item."""
+    n = [it[2] for it in plan["items"]]
+    out = {}
+    for k, items in enumerate(plan["shards"]):
+        for i, rows in zip(items, shard_rows(layout, k, n, items), strict=True):
+            out[plan["items"][i][0]] = rows
+    return out
+

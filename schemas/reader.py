@@ -1,0 +1,109 @@
+"""Reading stores: only samples of completed shards are visible.
+
+The reader needs nothing of the pipeline (no rendering stack): the trainer imports it.
+Zarr is opened lazily on first read, so a reader can be built in a parent process and
+used inside DataLoader worker processes (each opens its own handles; zarr v3 runs an
+asyncio loop per process, so use the spawn/forkserver start methods).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from schemas.store import SchemaError, StoreLayout
+
+SHARDS_DIR = "_shards"
+# arrays whose second axis is time (T): ``frames=`` selects on it
+TIME_ARRAYS = frozenset({"rgb", "mlo_normal", "mlo_depth", "layer_present", "obj_rot", "obj_trans",
+                         "mano_pose", "mano_trans", "hand_valid", "joints_3d", "joints_2d"})
+
+
+class StoreReader:
+    """Random access to the valid samples of one store.
+
+    Sample i (0 <= i < len) maps to a row of the arrays; rows of failed items and of
+    shards without a completion marker are never returned.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        meta = self.path / "zarr.json"
+        if not meta.exists():
+            raise SchemaError(f"{self.path} is not a store (no zarr.json)")
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        self.layout = StoreLayout.from_attrs(attrs)
+        self._rows: list[int] = []
+        self._keys: list[str] = []
+        self._failures: list[dict] = []
+        shard_dir = self.path / SHARDS_DIR
+        names = sorted(e.name for e in os.scandir(shard_dir) if e.name.endswith(".json")) if shard_dir.exists() else []
+        for name in names:
+            marker = json.loads((shard_dir / name).read_text())
+            for rec in marker["items"]:
+                if rec["ok"]:
+                    self._rows.extend(rec["rows"])
+                    self._keys.extend([rec["key"]] * len(rec["rows"]))
+                else:
+                    self._failures.append(rec)
+        self.n_shards_complete = len(names)
+        self._group = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getstate__(self):  # pickle without open zarr handles (DataLoader workers)
+        state = self.__dict__.copy()
+        state["_group"] = None
+        return state
+
+    @property
+    def group(self):
+        if self._group is None:
+            import zarr
+
+            self._group = zarr.open_group(str(self.path), mode="r")
+        return self._group
+
+    @property
+    def array_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.layout.arrays)
+
+    def row(self, i: int) -> int:
+        if not 0 <= i < len(self._rows):
+            raise IndexError(f"sample {i} out of range (store has {len(self._rows)} valid samples)")
+        return self._rows[i]
+
+    def key(self, i: int) -> str:
+        """The item id (object uid, sequence/camera) of sample i."""
+        self.row(i)
+        return self._keys[i]
+
+    def failures(self) -> list[dict]:
+        """Failed items of completed shards: dicts with key, stage, reason."""
+        return list(self._failures)
+
+    def read(self, i: int, names=None, frames=None) -> dict[str, np.ndarray]:
+        """Arrays of sample i under the contract's names.
+
+        ``names``: which arrays (default all). ``frames``: a slice or list of frame indices
+        applied to the time axis of time arrays (``TIME_ARRAYS``); others are read whole.
+        """
+        row = self.row(i)
+        names = self.array_names if names is None else tuple(names)
+        out = {}
+        for name in names:
+            if name not in self.array_names:
+                raise KeyError(f"array {name!r} is not in this {self.layout.kind} store")
+            arr = self.group[name]
+            if frames is not None and name in TIME_ARRAYS:
+                if isinstance(frames, slice):
+                    out[name] = arr[row, frames]
+                else:
+                    out[name] = arr.get_orthogonal_selection((row, np.asarray(frames)))
+            else:
+                out[name] = arr[row]
+        return out
