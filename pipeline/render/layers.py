@@ -213,21 +213,24 @@ class LayerRenderer:
         GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_MULTISAMPLE)
-        GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glDisable(GL.GL_CULL_FACE)  # open meshes: both sides are surfaces
         GL.glEnable(GL.GL_DEPTH_TEST)
         GL.glDepthFunc(GL.GL_LESS)
         GL.glDepthMask(GL.GL_TRUE)
         GL.glViewport(0, 0, W, H)
+        GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glClearBufferfv(GL.GL_COLOR, 0, (0.0, 0.0, 0.0, 0.0))
         GL.glClearBufferfv(GL.GL_COLOR, 1, (0.0, 0.0, 0.0, 0.0))
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (1.0,))
+        # the viewport does not confine fragments (guard-band clipping): a scissor per tile does
+        GL.glEnable(GL.GL_SCISSOR_TEST)
         GL.glUseProgram(self._program)
         proj = projection_from_K(K, R, R, self.near, self.far).astype(np.float32)
         GL.glUniformMatrix4fv(self._loc["projection"], 1, GL.GL_TRUE, proj)
         for i, draws in enumerate(tiles):
             r, c = divmod(i, cols)
             GL.glViewport(c * R, H - (r + 1) * R, R, R)
+            GL.glScissor(c * R, H - (r + 1) * R, R, R)
             for d in draws:
                 m = self._meshes[d.mesh]
                 mv = np.asarray(d.modelview, dtype=np.float64)
@@ -241,6 +244,7 @@ class LayerRenderer:
                 GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(12 * first))
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
         GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
         nrm = GL.glReadPixels(0, 0, W, H, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
