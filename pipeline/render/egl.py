@@ -12,6 +12,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+# Mesa's llvmpipe gives PBR shading results that differ in rare pixels by 1/255 with the
+# number of render threads. One thread per worker process (workers = cores) keeps stores
+# bit-identical across runs and machines; MANIVIDEO_LP_THREADS overrides it.
+os.environ["LP_NUM_THREADS"] = os.environ.get("MANIVIDEO_LP_THREADS", "1")
 
 EGL_CUDA_DEVICE_NV = 0x323A
 
@@ -61,7 +65,3 @@ def select_egl_device(cuda_visible: str | None = None) -> int:
     os.environ["EGL_DEVICE_ID"] = str(index)
     return index
 
-
-def single_threaded_software_gl() -> None:
-    """One render thread per worker process for Mesa llvmpipe (workers = cores, no oversubscription)."""
-    os.environ.setdefault("LP_NUM_THREADS", "1")

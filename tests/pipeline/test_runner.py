@@ -32,8 +32,11 @@ def test_builtin_store_round_trip(ray_cluster, tmp_path, builtin_dir):
     obj = load_object("builtin-globe", builtin_dir / "builtin-globe.glb", 64, 10**6, 2048)
     direct = render_object(obj, cfg, worker_renderers(cfg.resolution, cfg.yfov_deg))[0]
     stored = reader.read(i)
-    for name in ("mlo_normal", "mlo_depth", "points", "obj_rot", "rgb", "ref_views"):
+    for name in ("mlo_normal", "mlo_depth", "points", "obj_rot", "obj_trans", "background"):
         np.testing.assert_array_equal(stored[name], direct[name], err_msg=name)
+    for name in ("rgb", "ref_views"):  # pyrender MSAA on llvmpipe: rare 1/255 flips
+        diff = np.abs(stored[name].astype(int) - direct[name])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, name
     # frame windows read only the frames asked for
     part = reader.read(i, names=["rgb", "mlo_depth", "K"], frames=slice(1, 3))
     assert part["rgb"].shape[0] == 2 and part["K"].shape == (3, 3)
