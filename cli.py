@@ -105,8 +105,16 @@ def export_sample(store: Path, index: int, out: Path):
 
 
 # --- HOI commands ---
+import pipeline.hoi.commands as hoi_commands  # noqa: E402
+
+app.command("render-hoi")(hoi_commands.render_hoi)
+app.command("make-demo-hoi")(hoi_commands.make_demo_hoi)
 
 # --- trainer commands ---
+import trainer.commands as train_commands  # noqa: E402
+
+app.command("train")(train_commands.train)
+app.command("sample")(train_commands.sample)
 
 
 def main() -> None:

@@ -54,6 +54,20 @@ def worker_renderers(resolution: int, yfov_deg: float) -> Renderers:
     return Renderers(ctx, LayerRenderer(ctx, resolution, near=0.05, far=100.0), RGBRenderer(ctx, yfov_deg))
 
 
+def reference_views(obj: CanonicalObject, rgb_renderer, cam_distance: float, resolution: int) -> np.ndarray:
+    """uint8 [6,R,R,3]: the object in its canonical pose seen from REF_VIEW_NAMES on white.
+    Leaves ``obj`` set as the RGB renderer's object. Shared by Objaverse and HOI samples."""
+    rgb_renderer.set_object(obj.scene, obj.to_canonical)
+    white = np.full((resolution, resolution, 3), WHITE, np.uint8)
+    return np.stack([rgb_renderer.render(np.eye(4), pose, white)
+                     for pose in reference_view_poses(cam_distance, REF_VIEW_NAMES)])
+
+
+def object_points(obj: CanonicalObject, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(points, normals) float32 [2048,3] each, canonical frame, seeded by (seed, uid)."""
+    return sample_surface_points(obj.mesh, N_POINTS, sample_rng(seed, obj.uid, 0, "points"))
+
+
 def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers) -> list[dict[str, np.ndarray]]:
     """All clips of one object as contract samples (see schemas.store), in clip order."""
     R = cfg.resolution
@@ -61,13 +75,9 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers)
     cam_pose = look_at((0.0, 0.0, cfg.cam_distance))
     view = np.linalg.inv(cam_pose)
 
-    renderers.rgb.set_object(obj.scene, obj.to_canonical)
+    ref_views = reference_views(obj, renderers.rgb, cfg.cam_distance, R)
+    points, point_normals = object_points(obj, cfg.seed)
     renderers.layers.upload("object", obj.mesh.vertices, obj.mesh.vertex_normals, obj.mesh.faces)
-
-    white = np.full((R, R, 3), WHITE, np.uint8)
-    ref_views = np.stack([renderers.rgb.render(np.eye(4), pose, white)
-                          for pose in reference_view_poses(cfg.cam_distance, REF_VIEW_NAMES)])
-    points, point_normals = sample_surface_points(obj.mesh, N_POINTS, sample_rng(cfg.seed, obj.uid, 0, "points"))
 
     from pipeline.render.layers import Draw
 

@@ -84,3 +84,55 @@ class RenderConfig:
         unknown = set(d) - names
         _check(not unknown, f"unknown config keys: {sorted(unknown)}")
         return cls(**d).validate()
+
+
+HAND_MODELS = ("mano", "stand-in")
+
+
+@dataclass(frozen=True)
+class HoiConfig:
+    """How hand-object datasets (DexYCB, ...) become samples. Units: metres, pixels, seconds.
+
+    One sample = T frames (every ``stride``-th source frame) of one sequence seen by one
+    camera, cropped to a square around the hands and object (fixed over the T frames,
+    ``crop_margin`` x the tight box) and resized to R. Reference views use the Objaverse
+    camera rig (``ref_yfov_deg``, ``ref_cam_distance``) on the canonicalised object model.
+    """
+
+    frames: int = 16                 # T
+    stride: int = 1                  # take every stride-th source frame
+    resolution: int = 512            # R
+    samples_per_shard: int = 8
+    crop_margin: float = 1.25        # square side = margin x the larger side of the hand-object box
+    min_crop_px: int = 96            # smallest crop side in source pixels
+    hand_model: str = "mano"         # "mano" (user's licensed files) or "stand-in" (not MANO)
+    fix_left_shapedirs: bool = False  # negate MANO_LEFT shapedirs x (DexYCB was annotated without: False)
+    seed: int = 0
+    ref_yfov_deg: float = 40.0
+    ref_cam_distance: float = 2.5
+    timeout_s: float = 600.0
+
+    def validate(self) -> HoiConfig:
+        _check(1 <= self.frames <= 1024, f"--frames must be in 1..1024, got {self.frames}")
+        _check(1 <= self.stride <= 1000, f"--stride must be in 1..1000, got {self.stride}")
+        _check(16 <= self.resolution <= 4096 and self.resolution % 8 == 0,
+               f"--resolution must be a multiple of 8 in 16..4096, got {self.resolution}")
+        _check(1 <= self.samples_per_shard <= 4096,
+               f"--samples-per-shard must be in 1..4096, got {self.samples_per_shard}")
+        _check(1.0 <= self.crop_margin <= 4.0, f"--crop-margin must be in 1..4, got {self.crop_margin}")
+        _check(self.min_crop_px >= 8, "--min-crop must be >= 8 pixels")
+        _check(self.hand_model in HAND_MODELS, f"--hand-model must be one of {HAND_MODELS}, got {self.hand_model!r}")
+        _check(self.ref_cam_distance >= min_cam_distance(self.ref_yfov_deg), "reference camera too close")
+        _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
+        _check(self.seed >= 0, "--seed must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HoiConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        _check(not unknown, f"unknown config keys: {sorted(unknown)}")
+        return cls(**d).validate()

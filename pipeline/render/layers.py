@@ -9,7 +9,10 @@ Speed: every (frame, layer) image is one *tile* of a large atlas framebuffer. Al
 are drawn in one pass (a viewport per tile, a few draw calls each) and read back with one
 ``glReadPixels`` per target, instead of one render and one read-back per layer. Tiles are
 independent: a layer is drawn alone in its tile, so a part hidden behind another part is
-still complete in its own tile (occlusion-free layers).
+still complete in its own tile (occlusion-free layers). A tile only occupies the pixel
+rectangle its projected vertices can cover (a finger is a few % of the image), packed
+with the others into the atlas: the clear, the read-back and the copies move only those
+pixels (measured 3-4x faster for 13 hand/object layers at 512 px, benchmarks/render_mlo.py).
 
 Shapes: tiles come back as ``normal`` uint8 [n, R, R, 3] (0 = absent) and ``depth``
 float32 [n, R, R] (0 = absent), rows top-down (image convention).
@@ -97,6 +100,8 @@ class LayerRenderer:
         self.near, self.far = float(near), float(far)
         self.tiles_per_side = max(1, max_atlas_side // self.resolution)
         self._meshes: dict[str, _GpuMesh] = {}
+        self._cpu: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # vertices, faces: tile bounds
+        self._ids_cache: dict = {}
         self._fbo = None
         self._fbo_dims = (0, 0)
         self.context.make_current()
@@ -136,6 +141,7 @@ class LayerRenderer:
         GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, f.nbytes, f, GL.GL_STATIC_DRAW)
         GL.glBindVertexArray(0)
         self._meshes[name] = _GpuMesh(vao, vbo, ebo, len(vertices), len(faces))
+        self._cpu[name] = (np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
 
     def update_vertices(self, name: str, vertices: np.ndarray, normals: np.ndarray) -> None:
         """Replace a mesh's vertices and normals in place (same count, same faces)."""
@@ -145,6 +151,7 @@ class LayerRenderer:
         if len(vertices) != m.n_vertices:
             raise ValueError(f"update_vertices({name!r}): {len(vertices)} vertices, mesh has {m.n_vertices}")
         v = np.ascontiguousarray(np.concatenate([vertices, normals], axis=1), dtype=np.float32)
+        self._cpu[name] = (np.asarray(vertices, np.float64), self._cpu[name][1])
         self.context.make_current()
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, m.vbo)
         GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, v.nbytes, v)
@@ -154,6 +161,8 @@ class LayerRenderer:
         from OpenGL import GL
 
         m = self._meshes.pop(name, None)
+        self._cpu.pop(name, None)
+        self._ids_cache = {k: v for k, v in self._ids_cache.items() if k[0] != name}
         if m is not None:
             self.context.make_current()
             GL.glDeleteVertexArrays(1, [m.vao])
@@ -183,33 +192,76 @@ class LayerRenderer:
         return self._fbo
 
     # -- rendering ----------------------------------------------------------------------
-    def render(self, tiles: list[list[Draw]], K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, tiles: list[list[Draw]], K: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None,
+               slots=None) -> tuple[np.ndarray, np.ndarray]:
         """Render each tile (a list of draws, usually one layer of one frame) with intrinsics K.
 
         Returns ``normal`` uint8 [n,R,R,3] and ``depth`` float32 [n,R,R]; 0 where nothing was drawn.
+        ``out``/``slots`` (optional): write tile i into ``out[0][slots[i]]``/``out[1][slots[i]]``
+        instead (arrays the caller allocated with zeros, e.g. [T*L,R,R,3]); returns ``out``.
+
+        Only the part of a tile its geometry can cover is drawn and read back: each tile's
+        pixel rectangle is bounded from its projected vertices, the rectangles are packed
+        into the atlas, and each is drawn with the projection of that sub-window of the
+        image (same pixel centres, so the same exact coverage as a full-tile draw).
         """
         R = self.resolution
         n = len(tiles)
-        normal = np.zeros((n, R, R, 3), np.uint8)
-        depth = np.zeros((n, R, R), np.float32)
-        per_atlas = self.tiles_per_side ** 2
-        for start in range(0, n, per_atlas):
-            chunk = tiles[start:start + per_atlas]
-            nrm, dep = self._render_atlas(chunk, K)
-            normal[start:start + len(chunk)] = nrm
-            depth[start:start + len(chunk)] = dep
-        return normal, depth
+        if out is None:
+            out = (np.zeros((n, R, R, 3), np.uint8), np.zeros((n, R, R), np.float32))
+        slots = list(range(n)) if slots is None else list(slots)
+        rects = [(i, self._tile_rect(draws, K)) for i, draws in enumerate(tiles)]
+        rects = [(i, r) for i, r in rects if r is not None]
+        side = self.tiles_per_side * R
+        for batch in _pack(rects, side):
+            self._render_atlas([(tiles[i], r, pos) for i, r, pos in batch], K, out, [slots[i] for i, _, _ in batch])
+        return out
 
-    def _render_atlas(self, tiles: list[list[Draw]], K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _vertex_ids(self, d: Draw) -> np.ndarray:
+        key = (d.mesh, d.faces)
+        ids = self._ids_cache.get(key)
+        if ids is None:
+            faces = self._cpu[d.mesh][1]
+            first, count = d.faces if d.faces is not None else (0, len(faces))
+            ids = np.unique(faces[first:first + count])
+            self._ids_cache[key] = ids
+        return ids
+
+    def _tile_rect(self, draws: list[Draw], K: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(x0, y0, w, h) image pixels (rows top-down) that the draws can cover; None if empty."""
+        R = self.resolution
+        lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
+        for d in draws:
+            if d.faces is not None and d.faces[1] <= 0:
+                continue
+            ids = self._vertex_ids(d)
+            if len(ids) == 0:
+                continue
+            mv = np.asarray(d.modelview, np.float64)
+            p = self._cpu[d.mesh][0][ids] @ mv[:3, :3].T + mv[:3, 3]
+            z = -p[:, 2]
+            if z.min() <= self.near:  # crosses the near plane: projected bounds are not safe
+                return (0, 0, R, R)
+            u = K[0, 0] * p[:, 0] / z + K[0, 2]
+            v = -K[1, 1] * p[:, 1] / z + K[1, 2]
+            lo = np.minimum(lo, [u.min(), v.min()])
+            hi = np.maximum(hi, [u.max(), v.max()])
+        if not np.isfinite(lo).all():
+            return None
+        x0, y0 = (max(0, int(np.floor(c)) - 1) for c in lo)
+        x1, y1 = (min(R, int(np.ceil(c)) + 1) for c in hi)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return (x0, y0, x1 - x0, y1 - y0)
+
+    def _render_atlas(self, items, K: np.ndarray, out, slots) -> None:
+        """Draw packed rectangles ``(draws, (x0,y0,w,h), (ax,ay))`` and copy them into ``out``."""
         from OpenGL import GL
 
-        R = self.resolution
-        n = len(tiles)
-        cols = min(n, self.tiles_per_side)
-        rows = -(-n // cols)
-        W, H = cols * R, rows * R
+        W = max(ax + r[2] for _, r, (ax, _) in items)
+        H = max(ay + r[3] for _, r, (_, ay) in items)
         self.context.make_current()
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self._framebuffer(W, H))
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self._framebuffer(*self._fbo_size(W, H)))
         GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_MULTISAMPLE)
@@ -217,20 +269,21 @@ class LayerRenderer:
         GL.glEnable(GL.GL_DEPTH_TEST)
         GL.glDepthFunc(GL.GL_LESS)
         GL.glDepthMask(GL.GL_TRUE)
-        GL.glViewport(0, 0, W, H)
-        GL.glDisable(GL.GL_SCISSOR_TEST)
+        FH = self._fbo_dims[1]
+        GL.glEnable(GL.GL_SCISSOR_TEST)  # clear only the used corner of the framebuffer
+        GL.glScissor(0, FH - H, W, H)
         GL.glClearBufferfv(GL.GL_COLOR, 0, (0.0, 0.0, 0.0, 0.0))
         GL.glClearBufferfv(GL.GL_COLOR, 1, (0.0, 0.0, 0.0, 0.0))
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (1.0,))
-        # the viewport does not confine fragments (guard-band clipping): a scissor per tile does
-        GL.glEnable(GL.GL_SCISSOR_TEST)
+        GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glUseProgram(self._program)
-        proj = projection_from_K(K, R, R, self.near, self.far).astype(np.float32)
-        GL.glUniformMatrix4fv(self._loc["projection"], 1, GL.GL_TRUE, proj)
-        for i, draws in enumerate(tiles):
-            r, c = divmod(i, cols)
-            GL.glViewport(c * R, H - (r + 1) * R, R, R)
-            GL.glScissor(c * R, H - (r + 1) * R, R, R)
+        for draws, (x0, y0, w, h), (ax, ay) in items:
+            Ks = np.array(K, np.float64)
+            Ks[0, 2] -= x0
+            Ks[1, 2] -= y0
+            proj = projection_from_K(Ks, w, h, self.near, self.far).astype(np.float32)
+            GL.glUniformMatrix4fv(self._loc["projection"], 1, GL.GL_TRUE, proj)
+            GL.glViewport(ax, FH - ay - h, w, h)
             for d in draws:
                 m = self._meshes[d.mesh]
                 mv = np.asarray(d.modelview, dtype=np.float64)
@@ -244,16 +297,39 @@ class LayerRenderer:
                 GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(12 * first))
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
-        GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
         GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
-        nrm = GL.glReadPixels(0, 0, W, H, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+        nrm = GL.glReadPixels(0, FH - H, W, H, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
         GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT1)
-        dep = GL.glReadPixels(0, 0, W, H, GL.GL_RED, GL.GL_FLOAT)
+        dep = GL.glReadPixels(0, FH - H, W, H, GL.GL_RED, GL.GL_FLOAT)
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
-        nrm = np.frombuffer(nrm, np.uint8).reshape(H, W, 4)[::-1, :, :3]
+        nrm = np.frombuffer(nrm, np.uint8).reshape(H, W, 4)[::-1]
         dep = np.frombuffer(dep, np.float32).reshape(H, W)[::-1]
-        # (rows, R, cols, R, ...) -> (rows*cols, R, R, ...), tile order row-major
-        nrm = nrm.reshape(rows, R, cols, R, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cols, R, R, 3)[:n]
-        dep = dep.reshape(rows, R, cols, R).transpose(0, 2, 1, 3).reshape(rows * cols, R, R)[:n]
-        return nrm, dep
+        normal_out, depth_out = out
+        for slot, (_, (x0, y0, w, h), (ax, ay)) in zip(slots, items, strict=True):
+            normal_out[slot, y0:y0 + h, x0:x0 + w] = nrm[ay:ay + h, ax:ax + w, :3]
+            depth_out[slot, y0:y0 + h, x0:x0 + w] = dep[ay:ay + h, ax:ax + w]
+
+    def _fbo_size(self, W: int, H: int) -> tuple[int, int]:
+        """Grow-only framebuffer size (rounded up to 256) so most calls reuse it."""
+        cur = self._fbo_dims
+        return (max(cur[0], -(-W // 256) * 256), max(cur[1], -(-H // 256) * 256))
+
+
+def _pack(rects: list[tuple[int, tuple[int, int, int, int]]], side: int):
+    """Shelf-pack rectangles (tallest first) into atlases of at most side x side.
+    Yields lists of (tile index, rect, (ax, ay)) per atlas; ay counts rows top-down."""
+    order = sorted(rects, key=lambda ir: -ir[1][3])
+    batch, x, y, shelf = [], 0, 0, 0
+    for i, r in order:
+        w, h = r[2], r[3]
+        if x + w > side:
+            x, y, shelf = 0, y + shelf, 0
+        if y + h > side:
+            yield batch
+            batch, x, y, shelf = [], 0, 0, 0
+        batch.append((i, r, (x, y)))
+        x += w
+        shelf = max(shelf, h)
+    if batch:
+        yield batch

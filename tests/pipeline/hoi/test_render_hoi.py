@@ -166,3 +166,20 @@ def test_mano_files_give_the_same_samples_as_the_hand_they_encode(tmp_path, demo
     assert np.mean(np.abs(a["mlo_depth"].astype(np.float32) - b["mlo_depth"].astype(np.float32)) > 1e-3) < 1e-3
     assert np.abs(c["joints_3d"][:, 0] - a["joints_3d"][:, 0]).max() > 1e-3   # left differs (betas != 0)
     np.testing.assert_allclose(c["joints_3d"][:, 1], a["joints_3d"][:, 1], atol=1e-5)  # right does not
+
+
+def test_preview_hoi_writes_layers_and_overlay(hoi_store, tmp_path):
+    from PIL import Image
+
+    from pipeline.hoi.preview_hoi import THUMB, overlay, preview_hoi
+
+    r = StoreReader(hoi_store)
+    png, gif = preview_hoi(r, tmp_path / "p.png", 2, tmp_path / "p.gif")
+    img = np.asarray(Image.open(png))
+    assert img.shape[1] == 13 * THUMB and img.shape[0] > 2 * 3 * THUMB
+    with Image.open(gif) as g:
+        assert g.n_frames == FRAMES
+    s = r.read(0)
+    ov = overlay(s["rgb"][0], s["mlo_depth"][0])
+    covered = (s["mlo_depth"][0] > 0).any(axis=0)
+    assert np.array_equal(ov[~covered], s["rgb"][0][~covered]) and not np.array_equal(ov[covered], s["rgb"][0][covered])

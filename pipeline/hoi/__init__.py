@@ -1,0 +1,1 @@
+"""Hand-object interaction datasets -> HOI stores (adapters, MLO rendering, demo data, preview)."""

@@ -1,0 +1,78 @@
+"""The small interface every hand-object dataset implements (DexYCB now; ARCTIC, HO3D,
+OakInk2, TACO are one file each).
+
+An adapter lists work items (one item = one sequence seen by one camera) and loads a
+window of frames of an item as a ``ClipData``: plain arrays, OpenCV camera frame, metres.
+Everything after that (crop, MLO rendering, reference views, points, joints, the store
+sample) is shared code in ``pipeline.hoi.clip_sample``.
+
+Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
+  * ``K`` [3,3]: intrinsics of ``images``, OpenCV pixel convention (pixel i's centre at i);
+  * hand ``pose`` [T,48]: absolute axis-angle (``hands_mean`` included, PCA already
+    converted with the hand model's ``hands_components``), ``trans`` [T,3] m, ``betas`` [10];
+  * ``object_poses`` [T,4,4]: object-file frame (metres) -> camera;
+  * frames where a hand / the object is not annotated have ``valid`` False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.shard_task import WorkItem
+
+
+@dataclass
+class HandClip:
+    """One hand over the window: pose [T,48], betas [10], trans [T,3], valid [T] bool."""
+
+    pose: np.ndarray
+    betas: np.ndarray
+    trans: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class ClipData:
+    """A window of T frames of one item (sequence x camera)."""
+
+    key: str
+    frame_ids: list[int]             # source frame numbers
+    images: np.ndarray               # [T,H,W,3] uint8 RGB
+    K: np.ndarray                    # [3,3] float64, OpenCV pixel convention
+    hands: dict[str, HandClip]       # "left"/"right" -> params (a side missing = not in the data)
+    object_mesh: Path | None         # mesh file of the object layer (metres, its own frame)
+    object_poses: np.ndarray         # [T,4,4] object -> camera (OpenCV)
+    object_valid: np.ndarray         # [T] bool
+    extras: dict = field(default_factory=dict)
+
+
+class HoiAdapter(Protocol):
+    """What a dataset provides. Implementations raise ``UserError`` for a bad root/selection
+    (driver side) and ``StepFailed`` for a broken item (worker side)."""
+
+    name: str
+
+    def list_items(self, root: Path, selection: dict) -> list[WorkItem]:
+        """Items under ``root`` picked by ``selection`` (dataset-specific keys, e.g. subjects,
+        sequences, cameras, frames, stride). ``n_samples`` = number of T-frame windows."""
+
+    def windows(self, root: Path, item: WorkItem, selection: dict) -> list[list[int]]:
+        """The frame ids of each of the item's ``n_samples`` windows, in sample order."""
+
+    def load_clip(self, root: Path, item: WorkItem, frame_ids: list[int], hand_models: dict) -> ClipData:
+        """The window ``frame_ids`` of ``item``; ``hand_models`` (side -> HandModel) converts
+        dataset pose encodings (e.g. PCA) to absolute axis-angle."""
+
+    def background(self, root: Path, item: WorkItem) -> np.ndarray:
+        """uint8 [H,W,3] scene reference of the item's camera (the dataset's best choice)."""
+
+
+def frame_windows(n_frames: int, frames_per_window: int, stride: int) -> list[list[int]]:
+    """Non-overlapping windows of ``frames_per_window`` frames taken every ``stride`` source
+    frames: [[0, s, .., (T-1)s], [Ts, ..], ...]; a tail shorter than T is dropped."""
+    ids = list(range(0, n_frames, stride))
+    return [ids[i:i + frames_per_window] for i in range(0, len(ids) - frames_per_window + 1, frames_per_window)]

@@ -1,0 +1,152 @@
+"""A ``ClipData`` window -> one HOI store sample (dataset-independent).
+
+Frames of the sample (see schemas.store): the stored camera frame is this camera's OpenGL
+frame and the world frame is that same frame, so ``cam_pose`` is the identity; MANO
+parameters, joints and the object trajectory are all in it, metres.
+
+  * crop: one square box per clip around every valid hand vertex and object vertex
+    projected over the T frames (``crop.py``), resized to R; ``K`` adjusted;
+  * MLO: 13 layers per frame, each alone (``mlo.render_mlo``), in one atlas pass;
+  * object appearance/geometry: the object model canonicalised by ``mesh_io`` and rendered
+    / sampled by the same functions as Objaverse (``reference_views``, ``object_points``);
+    ``obj_rot``/``obj_trans`` place that *canonical* frame's origin and axes in the camera
+    (the canonical frame is scaled to radius 0.5, so the object's size is not in them);
+  * invalid frames: hand layers absent, ``hand_valid`` False, pose/trans/joints_3d zero,
+    joints_2d -1; an unannotated object frame has no object layer and identity rotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pipeline.hands.model import GL_FROM_CV, HandModel, cv_to_gl
+from pipeline.hoi import crop
+from pipeline.hoi.adapter import ClipData
+from pipeline.hoi.mlo import HandTrack, ObjectTrack, render_mlo
+from pipeline.mesh_io import CanonicalObject
+from pipeline.objaverse_sample import object_points, reference_views
+from pipeline.render.cameras import project
+from schemas import HANDS, LAYER_NAMES
+from schemas.config import HoiConfig
+from schemas.store import MANO_BETAS_DIM, N_JOINTS
+
+GL4 = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass
+class ObjectModel:
+    """The object layer's model: canonical object (for views/points) and its file-frame mesh."""
+
+    canonical: CanonicalObject
+    vertices: np.ndarray   # [V,3] file frame, metres
+    normals: np.ndarray    # [V,3]
+    faces: np.ndarray      # [F,3]
+    ref_views: np.ndarray  # [6,R,R,3] uint8
+    points: np.ndarray     # [2048,3]
+    point_normals: np.ndarray
+
+    @classmethod
+    def build(cls, obj: CanonicalObject, rgb_renderer, cfg: HoiConfig) -> ObjectModel:
+        from_canonical = np.linalg.inv(obj.to_canonical)
+        v = obj.mesh.vertices @ from_canonical[:3, :3].T + from_canonical[:3, 3]
+        views = reference_views(obj, rgb_renderer, cfg.ref_cam_distance, cfg.resolution)
+        pts, nrm = object_points(obj, cfg.seed)
+        return cls(obj, v, np.asarray(obj.mesh.vertex_normals), np.asarray(obj.mesh.faces), views, pts, nrm)
+
+
+def _hand_geometry(clip: ClipData, models: dict[str, HandModel]):
+    """Per side: (vertices_cv [T,V,3], joints_cv [T,21,3], valid [T]) for the sides in the clip."""
+    out = {}
+    for side, h in clip.hands.items():
+        verts, joints = models[side].forward(h.pose, h.betas, h.trans)
+        out[side] = (verts, joints, np.asarray(h.valid, bool))
+    return out
+
+
+def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandModel], obj: ObjectModel | None,
+                 layer_renderer, cfg: HoiConfig) -> dict[str, np.ndarray]:
+    """The contract sample of one window (all arrays of an "hoi" layout with all 13 layers)."""
+    T, R = len(clip.frame_ids), cfg.resolution
+    H, W = clip.images.shape[1:3]
+    hands = _hand_geometry(clip, models)
+    # crop around everything annotated in the window
+    pts = []
+    for verts, _, valid in hands.values():
+        if valid.any():
+            pts.append(verts[valid].reshape(-1, 3))
+    obj_valid = np.asarray(clip.object_valid, bool) & (obj is not None)
+    if obj is not None and obj_valid.any():
+        sub = obj.vertices[:: max(1, len(obj.vertices) // 2000)]
+        for t in np.flatnonzero(obj_valid):
+            P = clip.object_poses[t]
+            pts.append(sub @ P[:3, :3].T + P[:3, 3])
+    pts2d = np.zeros((0, 2))
+    if pts:
+        p = np.concatenate(pts)
+        p = p[p[:, 2] > 1e-3]
+        pts2d = np.stack([clip.K[0, 0] * p[:, 0] / p[:, 2] + clip.K[0, 2] + 0.5,
+                          clip.K[1, 1] * p[:, 1] / p[:, 2] + clip.K[1, 2] + 0.5], axis=1)
+    box = crop.crop_box(pts2d, W, H, cfg.crop_margin, cfg.min_crop_px)
+    K = crop.crop_intrinsics(clip.K, box, R)
+
+    tracks = {s: HandTrack(models[s], verts * np.array([1.0, -1.0, -1.0]), valid) for s, (verts, _, valid) in hands.items()}
+    otrack = None
+    if obj is not None:
+        otrack = ObjectTrack(obj.vertices, obj.normals, obj.faces, GL4 @ clip.object_poses, obj_valid)
+    normal, depth = render_mlo(layer_renderer, K, T, otrack, tracks)
+
+    mano_pose = np.zeros((T, 2, 48), np.float32)
+    mano_trans = np.zeros((T, 2, 3), np.float32)
+    betas = np.zeros((2, MANO_BETAS_DIM), np.float32)
+    hand_valid = np.zeros((T, 2), bool)
+    j3 = np.zeros((T, 2, N_JOINTS, 3), np.float32)
+    j2 = np.full((T, 2, N_JOINTS, 2), -1.0, np.float32)
+    for k, side in enumerate(HANDS):
+        if side not in clip.hands:
+            continue
+        h = clip.hands[side]
+        _, joints, valid = hands[side]
+        pose_gl, trans_gl = cv_to_gl(models[side], h.pose, h.trans, h.betas)
+        betas[k] = h.betas[:MANO_BETAS_DIM]
+        hand_valid[:, k] = valid
+        mano_pose[valid, k] = pose_gl[valid]
+        mano_trans[valid, k] = trans_gl[valid]
+        jgl = joints @ GL_FROM_CV.T
+        j3[valid, k] = jgl[valid]
+        j2[valid, k] = project(jgl[valid], K)
+
+    canon_from_file = obj.canonical.to_canonical if obj is not None else np.eye(4)
+    rots = np.tile(np.array([0, 0, 0, 1], np.float32), (T, 1))
+    trans = np.zeros((T, 3), np.float32)
+    for t in np.flatnonzero(obj_valid):
+        M = GL4 @ clip.object_poses[t] @ np.linalg.inv(canon_from_file)
+        rot = M[:3, :3] / np.cbrt(np.linalg.det(M[:3, :3]))
+        rots[t] = Rotation.from_matrix(rot).as_quat()
+        trans[t] = M[:3, 3]
+    empty = np.zeros((6, R, R, 3), np.uint8)
+    return {
+        "rgb": np.stack([crop.crop_image(im, box, R) for im in clip.images]),
+        "mlo_normal": normal,
+        "mlo_depth": depth.astype(np.float16),
+        "layer_present": (depth > 0).any(axis=(2, 3)),
+        "ref_views": obj.ref_views if obj is not None else empty,
+        "background": crop.crop_image(background, box, R),
+        "points": obj.points if obj is not None else np.zeros((2048, 3), np.float32),
+        "point_normals": obj.point_normals if obj is not None else np.tile(np.float32([0, 0, 1]), (2048, 1)),
+        "obj_rot": rots.astype(np.float32),
+        "obj_trans": trans,
+        "K": K.astype(np.float32),
+        "cam_pose": np.eye(4, dtype=np.float32),
+        "mano_pose": mano_pose,
+        "mano_betas": betas,
+        "mano_trans": mano_trans,
+        "hand_valid": hand_valid,
+        "joints_3d": j3,
+        "joints_2d": j2,
+    }
+
+
+assert len(LAYER_NAMES) == 13

@@ -1,0 +1,97 @@
+"""CLI commands of the HOI half: ``render-hoi`` and ``make-demo-hoi`` (registered in cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import UserError
+
+
+def _auto_gpus(workers: int, address: str | None) -> float:
+    """GPUs per worker on a local machine: share the visible GPUs among the workers (<= 1 each)."""
+    if address is not None:
+        return 0.0
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        n = 0
+    return min(1.0, n / workers) if n else 0.0
+
+
+def render_hoi(
+    dataset: Annotated[str, typer.Argument(help="dataset adapter: dexycb")],
+    root: Annotated[Path, typer.Option(help="dataset root (DexYCB: folder with calibration/, models/, subjects)")],
+    mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl (https://mano.is.tue.mpg.de)")] = None,
+    hand_model: Annotated[str, typer.Option(help="'mano' (your licensed files) or 'stand-in' (generated, not MANO)")] = "mano",
+    out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/hoi.zarr"),
+    subjects: Annotated[list[str] | None, typer.Option(help="subjects to use (name or suffix, repeatable)")] = None,
+    sequences: Annotated[list[str] | None, typer.Option(help="sequences to use (repeatable)")] = None,
+    cameras: Annotated[list[str] | None, typer.Option(help="camera serials to use (repeatable)")] = None,
+    frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = 16,
+    stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
+    resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
+    crop_margin: Annotated[float, typer.Option(help="crop side / hand-object box side")] = 1.25,
+    fix_left_shapedirs: Annotated[bool, typer.Option(help="negate MANO_LEFT shapedirs x (DexYCB: off, as annotated)")] = False,
+    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task)")] = 8,
+    seed: Annotated[int, typer.Option(help="seed (object point sampling)")] = 0,
+    workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
+    gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per worker; default: share local GPUs")] = None,
+    address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds per item (sequence x camera) before it is recorded as failed")] = 600.0,
+    overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+):
+    """Hand-object dataset -> an HOI store: RGB crops, 13 MLO layers, object views/points, MANO, joints."""
+    from pipeline import runner
+    from pipeline.hoi import dexycb_step
+    from schemas.config import ConfigError, HoiConfig
+
+    if dataset not in dexycb_step.ADAPTERS:
+        raise UserError(f"unknown dataset {dataset!r}; available: {', '.join(dexycb_step.ADAPTERS)}")
+    try:
+        cfg = HoiConfig(frames=frames, stride=stride, resolution=resolution, samples_per_shard=samples_per_shard,
+                        crop_margin=crop_margin, hand_model=hand_model, fix_left_shapedirs=fix_left_shapedirs,
+                        seed=seed, timeout_s=timeout).validate()
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    _check_writable(out)
+    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None}
+    gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
+    job = dexycb_step.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus)
+    if cfg.hand_model == "stand-in":
+        typer.echo("note: hands are the stand-in hand (not MANO)", err=True)
+    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
+    typer.echo(summary.format())
+
+
+def make_demo_hoi(
+    out: Annotated[Path, typer.Argument(help="folder to write the synthetic DexYCB-layout dataset into")],
+    frames: Annotated[int, typer.Option(help="frames in the sequence")] = 12,
+    seed: Annotated[int, typer.Option(help="seed (background noise)")] = 0,
+):
+    """A small synthetic dataset in the exact DexYCB layout (stand-in hands, not MANO; 2 cameras)."""
+    from pipeline.hoi.demo_dexycb import make_demo
+
+    if frames < 3:
+        raise UserError(f"--frames must be >= 3, got {frames}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder")
+    _check_writable(out)
+    make_demo(out, frames, seed)
+    typer.echo(f"wrote a DexYCB-layout demo (stand-in hand (not MANO), 2 cameras, {frames} frames) to {out}\n"
+               f"next: python cli.py render-hoi dexycb --root {out} --hand-model stand-in")
+
+
+def _check_writable(out: Path) -> None:
+    import os
+
+    probe = Path(out)
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: {probe} is not a writable folder")

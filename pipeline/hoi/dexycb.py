@@ -1,0 +1,210 @@
+"""DexYCB adapter: reads the official on-disk layout (as dex-ycb-toolkit reads it).
+
+``<root>/<subject>/<sequence>/meta.yml`` (serials, num_frames, ycb_ids, ycb_grasp_ind,
+mano_sides, mano_calib), ``<serial>/color_%06d.jpg`` (640x480), ``labels_%06d.npz``
+(seg, pose_y [n_obj,3,4] and pose_m [n_hands,51] in that camera's frame),
+``<root>/calibration/intrinsics/<serial>_640x480.yml`` (color: fx, fy, ppx, ppy),
+``<root>/calibration/mano_<calib>/mano.yml`` (betas), ``<root>/models/<class>/textured_simple.obj``.
+
+One item = one (subject, sequence, camera serial); key and locator
+``<subject>/<sequence>/<serial>``. Per frame the hand parameters come from the camera's
+labels file (pose_m: 3 global axis-angle + 45 PCA + 3 translation, metres; all zero =
+not annotated). The ``object`` layer is the grasped object ``ycb_ids[ycb_grasp_ind]``;
+the other objects of the scene are in the RGB frames only (the MLO has one object slot).
+
+Background reference: the per-pixel median over up to ``BACKGROUND_FRAMES`` frames spread
+over the whole sequence, taking at each pixel only frames whose ``seg`` says background
+(hands and objects masked out); pixels covered in every sampled frame copy the nearest
+pixel that was uncovered (nearest-neighbour fill).
+DexYCB cameras are static, so this is the scene without the hands and objects as far as
+the sequence ever shows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from pipeline.errors import StepFailed, UserError
+from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
+from pipeline.shard_task import WorkItem
+
+YCB_CLASSES = (
+    "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",
+    "007_tuna_fish_can", "008_pudding_box", "009_gelatin_box", "010_potted_meat_can", "011_banana",
+    "019_pitcher_base", "021_bleach_cleanser", "024_bowl", "025_mug", "035_power_drill", "036_wood_block",
+    "037_scissors", "040_large_marker", "051_large_clamp", "052_extra_large_clamp", "061_foam_brick",
+)  # ycb id i (1-based, as in meta.yml / seg) is YCB_CLASSES[i - 1]
+HAND_SEG = 255
+BACKGROUND_FRAMES = 9
+
+
+def read_yaml(path: Path, what: str, error=UserError) -> dict:
+    """A YAML mapping; a missing/bad file raises ``UserError`` (driver) or ``StepFailed("load")`` (worker)."""
+    def fail(msg):
+        return UserError(f"DexYCB layout: {msg}") if error is UserError else StepFailed("load", msg)
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise fail(f"{what} {path} is missing") from None
+    except yaml.YAMLError as e:
+        raise fail(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise fail(f"{what} {path} is not a YAML mapping")
+    return data
+
+
+def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
+    """Names matching the selection (exact or suffix, e.g. 'subject-01'); all when none given."""
+    if not wanted:
+        return names
+    return [n for n in names if any(n == w or n.endswith(w) for w in wanted)]
+
+
+class DexYCBAdapter:
+    name = "dexycb"
+
+    # -- driver side ---------------------------------------------------------------------
+    def list_items(self, root: Path, selection: dict) -> list[WorkItem]:
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"--root {root} is not a folder (expected the DexYCB root with calibration/ and models/)")
+        for sub in ("calibration", "models"):
+            if not (root / sub).is_dir():
+                raise UserError(f"--root {root} is not a DexYCB root: {sub}/ is missing")
+        subjects = sorted(p.name for p in root.iterdir() if p.is_dir() and "subject" in p.name)
+        if not subjects:
+            raise UserError(f"--root {root} has no subject folders (like 20200709-subject-01)")
+        chosen = _pick(subjects, selection.get("subjects"))
+        if not chosen:
+            raise UserError(f"--subjects {selection.get('subjects')} matches none of {subjects[:5]}...")
+        T, stride = int(selection["frames"]), int(selection["stride"])
+        items = []
+        for subject in chosen:
+            seqs = sorted(p.name for p in (root / subject).iterdir() if (p / "meta.yml").is_file())
+            for seq in _pick(seqs, selection.get("sequences")):
+                meta = read_yaml(root / subject / seq / "meta.yml", "meta file")
+                n = len(frame_windows(int(meta.get("num_frames", 0)), T, stride))
+                serials = [str(s) for s in meta.get("serials", [])]
+                for serial in _pick(serials, selection.get("cameras")):
+                    if n > 0:
+                        key = f"{subject}/{seq}/{serial}"
+                        items.append(WorkItem(key=key, locator=key, n_samples=n))
+        if not items:
+            raise UserError("the selection (subjects/sequences/cameras, --frames, --stride) gives no clips")
+        return items
+
+    def windows(self, root: Path, item: WorkItem, selection: dict) -> list[list[int]]:
+        meta = self._meta(root, item)
+        return frame_windows(int(meta["num_frames"]), int(selection["frames"]), int(selection["stride"]))
+
+    # -- worker side ---------------------------------------------------------------------
+    def _meta(self, root: Path, item: WorkItem) -> dict:
+        subject, seq, _ = item.locator.split("/")
+        meta = read_yaml(Path(root) / subject / seq / "meta.yml", "meta file", StepFailed)
+        for k in ("serials", "num_frames", "ycb_ids", "ycb_grasp_ind", "mano_sides", "mano_calib"):
+            if k not in meta:
+                raise StepFailed("load", f"meta.yml has no {k!r}")
+        return meta
+
+    def intrinsics(self, root: Path, serial: str) -> np.ndarray:
+        path = Path(root) / "calibration" / "intrinsics" / f"{serial}_640x480.yml"
+        c = read_yaml(path, "intrinsics", StepFailed).get("color", {})
+        try:
+            return np.array([[c["fx"], 0, c["ppx"]], [0, c["fy"], c["ppy"]], [0, 0, 1]], np.float64)
+        except KeyError as e:
+            raise StepFailed("load", f"{path}: color intrinsics lack {e}") from None
+
+    def _labels(self, folder: Path, i: int) -> dict:
+        path = folder / f"labels_{i:06d}.npz"
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise StepFailed("load", f"{path.name} missing in {folder}") from None
+        except Exception as e:  # noqa: BLE001
+            raise StepFailed("load", f"{path.name}: unreadable ({type(e).__name__})") from None
+
+    def _image(self, folder: Path, i: int) -> np.ndarray:
+        path = folder / f"color_{i:06d}.jpg"
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except FileNotFoundError:
+            raise StepFailed("load", f"{path.name} missing in {folder}") from None
+        except Exception as e:  # noqa: BLE001
+            raise StepFailed("load", f"{path.name}: unreadable image ({type(e).__name__})") from None
+
+    def load_clip(self, root: Path, item: WorkItem, frame_ids: list[int], hand_models: dict) -> ClipData:
+        root = Path(root)
+        subject, seq, serial = item.locator.split("/")
+        meta = self._meta(root, item)
+        folder = root / subject / seq / serial
+        grasp = int(meta["ycb_grasp_ind"])
+        ycb_id = int(meta["ycb_ids"][grasp])
+        mesh = root / "models" / YCB_CLASSES[ycb_id - 1] / "textured_simple.obj"
+        if not mesh.is_file():
+            raise StepFailed("load", f"object model {mesh} is missing")
+        images, obj_poses, obj_valid = [], [], []
+        sides = [str(s) for s in meta["mano_sides"]]
+        raw = {s: [] for s in sides}
+        for i in frame_ids:
+            images.append(self._image(folder, i))
+            lab = self._labels(folder, i)
+            pose_y = np.asarray(lab["pose_y"], np.float64).reshape(-1, 3, 4)
+            m = np.eye(4)
+            if grasp < len(pose_y):
+                m[:3] = pose_y[grasp]
+            obj_poses.append(m)
+            obj_valid.append(grasp < len(pose_y) and bool(np.abs(pose_y[grasp]).sum() > 0))
+            pose_m = np.asarray(lab["pose_m"], np.float64).reshape(-1, 51)
+            for h, s in enumerate(sides):
+                raw[s].append(pose_m[h] if h < len(pose_m) else np.zeros(51))
+        hands = {}
+        for h, side in enumerate(sides):
+            calib = read_yaml(root / "calibration" / f"mano_{meta['mano_calib'][h]}" / "mano.yml", "MANO calibration",
+                              StepFailed)
+            betas = np.asarray(calib.get("betas", np.zeros(10)), np.float64)[:10]
+            p = np.stack(raw[side])
+            valid = np.abs(p).sum(axis=1) > 0
+            pose = hand_models[side].pca_to_pose(p[:, :3], p[:, 3:48])
+            pose[~valid] = 0
+            hands[side] = HandClip(pose=pose, betas=betas, trans=p[:, 48:51].copy(), valid=valid)
+        return ClipData(key=item.key, frame_ids=list(frame_ids), images=np.stack(images), K=self.intrinsics(root, serial),
+                        hands=hands, object_mesh=mesh, object_poses=np.stack(obj_poses), object_valid=np.array(obj_valid),
+                        extras={"ycb_id": ycb_id, "ycb_class": YCB_CLASSES[ycb_id - 1]})
+
+    def background(self, root: Path, item: WorkItem) -> np.ndarray:
+        root = Path(root)
+        subject, seq, serial = item.locator.split("/")
+        n = int(self._meta(root, item)["num_frames"])
+        folder = root / subject / seq / serial
+        ids = np.unique(np.linspace(0, n - 1, min(n, BACKGROUND_FRAMES)).round().astype(int))
+        imgs = np.stack([self._image(folder, int(i)) for i in ids]).astype(np.float32)
+        bg_mask = np.stack([self._labels(folder, int(i))["seg"] == 0 for i in ids])
+        med = _masked_median(imgs, np.broadcast_to(bg_mask[..., None], imgs.shape))
+        hole = np.isnan(med).any(axis=-1)
+        if hole.all():
+            med = np.median(imgs, axis=0)
+        elif hole.any():  # never seen uncovered: copy the nearest pixel that was
+            from scipy.ndimage import distance_transform_edt
+
+            _, (iy, ix) = distance_transform_edt(hole, return_indices=True)
+            med = med[iy, ix]
+        return np.clip(med + 0.5, 0, 255).astype(np.uint8)
+
+
+def _masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of ``values`` [N,...] using only entries where ``keep``; NaN where none.
+    (A sort with the dropped entries pushed to the end; much faster than np.nanmedian.)"""
+    v = np.where(keep, values, np.inf).astype(np.float32)
+    v.sort(axis=0)
+    n = keep.sum(axis=0)
+    lo = np.take_along_axis(v, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(v, np.maximum(n // 2, 0)[None], axis=0)[0]
+    return np.where(n > 0, (lo + hi) / 2, np.nan)
