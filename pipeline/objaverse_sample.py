@@ -100,6 +100,7 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers)
             "point_normals": point_normals,
             "obj_rot": quats.astype(np.float32),
             "obj_trans": trans.astype(np.float32),
+            "obj_scale": np.ones(1, np.float32),  # the canonical frame is the scene frame
             "K": K.astype(np.float32),
             "cam_pose": cam_pose.astype(np.float32),
         })

@@ -98,6 +98,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "object-to-world rotation per frame (trajectory Q)", codec="small"),
     ArraySpec("obj_trans", ("T", 3), "float32", ("T", 3), "m (scene units for Objaverse)",
               "object-to-world translation per frame (trajectory L)", codec="small"),
+    ArraySpec("obj_scale", (1,), "float32", (1,), "m per canonical unit (scene units for Objaverse)",
+              "size of the canonical object: world point = R(obj_rot) @ (obj_scale * p) + obj_trans",
+              codec="small"),
     ArraySpec("K", (3, 3), "float32", (3, 3), "pixels",
               "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5", codec="small"),
     ArraySpec("cam_pose", (4, 4), "float32", (4, 4), "m",
@@ -196,6 +199,8 @@ def validate_sample(layout: StoreLayout, sample: Mapping[str, np.ndarray]) -> No
     q = np.asarray(sample["obj_rot"], dtype=np.float64)
     if np.abs(np.linalg.norm(q, axis=-1) - 1).max() > 1e-4:
         raise SchemaError("obj_rot: quaternions are not unit length")
+    if not (np.asarray(sample["obj_scale"]) > 0).all():
+        raise SchemaError("obj_scale: must be > 0")
     pn = np.asarray(sample["point_normals"], dtype=np.float64)
     if np.abs(np.linalg.norm(pn, axis=-1) - 1).max() > 1e-3:
         raise SchemaError("point_normals: not unit length")

@@ -9,8 +9,8 @@ parameters, joints and the object trajectory are all in it, metres.
   * MLO: 13 layers per frame, each alone (``mlo.render_mlo``), in one atlas pass;
   * object appearance/geometry: the object model canonicalised by ``mesh_io`` and rendered
     / sampled by the same functions as Objaverse (``reference_views``, ``object_points``);
-    ``obj_rot``/``obj_trans`` place that *canonical* frame's origin and axes in the camera
-    (the canonical frame is scaled to radius 0.5, so the object's size is not in them);
+    ``obj_rot``/``obj_trans``/``obj_scale`` place the *canonical* frame (radius 0.5) in the
+    camera: camera point = R(obj_rot) @ (obj_scale * p) + obj_trans, metres;
   * invalid frames: hand layers absent, ``hand_valid`` False, pose/trans/joints_3d zero,
     joints_2d -1; an unannotated object frame has no object layer and identity rotation.
 """
@@ -138,6 +138,8 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         "point_normals": obj.point_normals if obj is not None else np.tile(np.float32([0, 0, 1]), (2048, 1)),
         "obj_rot": rots.astype(np.float32),
         "obj_trans": trans,
+        # canonical -> metres: the inverse of mesh_io's uniform normalising scale
+        "obj_scale": np.array([1.0 / canon_from_file[0, 0]], np.float32),
         "K": K.astype(np.float32),
         "cam_pose": np.eye(4, dtype=np.float32),
         "mano_pose": mano_pose,

@@ -16,6 +16,7 @@ def _sample(layout):
     for spec in layout.arrays:
         s[spec.name] = np.zeros(layout.sample_shape(spec.name), spec.dtype)
     s["obj_rot"][..., 3] = 1
+    s["obj_scale"][:] = 1
     n = rng.normal(size=s["point_normals"].shape)
     s["point_normals"] = (n / np.linalg.norm(n, axis=1, keepdims=True)).astype(np.float32)
     return s
@@ -71,6 +72,8 @@ def test_validate_sample_accepts_good_and_names_the_bad_array():
     d[0, 0, 0, 0] = np.nan
     with pytest.raises(SchemaError, match="NaN"):
         validate_sample(lay, dict(good, mlo_depth=d))
+    with pytest.raises(SchemaError, match="obj_scale"):
+        validate_sample(lay, dict(good, obj_scale=np.zeros(1, np.float32)))
     missing = dict(good)
     del missing["K"]
     with pytest.raises(SchemaError, match="missing array 'K'"):

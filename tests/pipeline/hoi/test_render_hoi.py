@@ -183,3 +183,30 @@ def test_preview_hoi_writes_layers_and_overlay(hoi_store, tmp_path):
     ov = overlay(s["rgb"][0], s["mlo_depth"][0])
     covered = (s["mlo_depth"][0] > 0).any(axis=0)
     assert np.array_equal(ov[~covered], s["rgb"][0][~covered]) and not np.array_equal(ov[covered], s["rgb"][0][covered])
+
+
+def test_object_pose_and_scale_put_the_canonical_points_on_the_object_layer(hoi_store):
+    from scipy.spatial.transform import Rotation
+
+    from pipeline.render.cameras import project
+    from schemas.reader import StoreReader
+
+    reader = StoreReader(hoi_store)
+    s = reader.read(0)
+    t = int(np.flatnonzero(s["layer_present"][:, 0])[0])
+    scale = float(s["obj_scale"][0])
+    assert 0.01 < scale < 1.0  # a YCB-sized object, in metres per canonical unit
+    pts = Rotation.from_quat(s["obj_rot"][t]).apply(scale * s["points"]) + s["obj_trans"][t]
+    uv = project(pts, s["K"].astype(np.float64))
+    inside = (uv >= 0).all(axis=1) & (uv < RES).all(axis=1)
+    px = np.floor(uv[inside]).astype(int)
+    depth = s["mlo_depth"][t, 0].astype(np.float32)
+    on_layer = depth[px[:, 1], px[:, 0]] > 0
+    assert inside.mean() > 0.9 and on_layer.mean() > 0.97
+    # points that face the camera lie on the rendered surface (depth agrees within 1 cm)
+    n_cam = Rotation.from_quat(s["obj_rot"][t]).apply(s["point_normals"])
+    facing = (n_cam[inside] * -pts[inside]).sum(axis=1) > 0.3 * np.linalg.norm(pts[inside], axis=1)
+    z = -pts[inside][:, 2]
+    d = depth[px[:, 1], px[:, 0]]
+    close = np.abs(z - d)[facing & on_layer]
+    assert np.median(close) < 0.01
