@@ -73,9 +73,14 @@ class RGBRenderer:
         self.scene.set_pose(self.root, object_pose)
         self.scene.set_pose(self.camera, camera_pose)
         rgba, _ = self.context.pyrender.render(self.scene, flags=pyrender.RenderFlags.RGBA)
-        alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-        out = rgba[..., :3].astype(np.float32) + background.astype(np.float32) * (1 - alpha)
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return composite_premultiplied(rgba, background)
+
+
+def composite_premultiplied(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """uint8 [H,W,3] = rgb + background * (255 - alpha) / 255, rounded; rgba premultiplied uint8 [H,W,4]."""
+    inv = 255 - rgba[..., 3:4].astype(np.uint16)
+    out = rgba[..., :3].astype(np.uint16) + (background.astype(np.uint16) * inv + 127) // 255
+    return np.minimum(out, 255).astype(np.uint8)
 
 
 def _light_pose(direction: np.ndarray) -> np.ndarray:
