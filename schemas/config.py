@@ -30,8 +30,22 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+class _ConfigDict:
+    """dict round trip shared by the configs (options travel to workers as JSON)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        _check(not unknown, f"unknown config keys: {sorted(unknown)}")
+        return cls(**d).validate()
+
+
 @dataclass(frozen=True)
-class RenderConfig:
+class RenderConfig(_ConfigDict):
     """How objects become samples. Units: metres / scene units, degrees, seconds, pixels.
 
     The object is normalised to its canonical frame (bounding-box centre at the origin,
@@ -70,27 +84,18 @@ class RenderConfig:
         _check(self.seed >= 0, "--seed must be >= 0")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     def fingerprint(self, exclude: tuple[str, ...] = ("timeout_s",)) -> str:
         """Hash of the options that change the output (not timeouts)."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
-    @classmethod
-    def from_dict(cls, d: dict) -> RenderConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        _check(not unknown, f"unknown config keys: {sorted(unknown)}")
-        return cls(**d).validate()
 
 
 HAND_MODELS = ("mano", "stand-in")
 
 
 @dataclass(frozen=True)
-class HoiConfig:
+class HoiConfig(_ConfigDict):
     """How hand-object datasets (DexYCB, ...) become samples. Units: metres, pixels, seconds.
 
     One sample = T frames (every ``stride``-th source frame) of one sequence seen by one
@@ -127,12 +132,3 @@ class HoiConfig:
         _check(self.seed >= 0, "--seed must be >= 0")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HoiConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        _check(not unknown, f"unknown config keys: {sorted(unknown)}")
-        return cls(**d).validate()
