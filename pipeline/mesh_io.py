@@ -39,14 +39,17 @@ class MeshRejected(StepFailed):
 class ContainedResolver(trimesh.resolvers.FilePathResolver):
     """A file resolver that refuses any asset path that leaves the mesh's folder."""
 
-    def __init__(self, source: str | os.PathLike):
+    def __init__(self, source: str | os.PathLike, max_bytes: int = 2**31):
         super().__init__(source)
         self._root = Path(self.parent).resolve()
+        self._max_bytes = max_bytes
 
     def get(self, name: str):
         target = (self._root / name.strip()).resolve()
         if os.path.commonpath([self._root, target]) != str(self._root):
             raise MeshRejected("load", f"asset path {name!r} leaves the mesh folder")
+        if target.is_file() and target.stat().st_size > self._max_bytes:
+            raise MeshRejected("load", f"asset {name!r} is over the {self._max_bytes // 2**20} MB cap")
         return super().get(name)
 
 
@@ -94,7 +97,7 @@ def load_scene(path: str | os.PathLike, max_file_mb: float, max_faces: int, max_
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            scene = trimesh.load_scene(str(path), resolver=ContainedResolver(path))
+            scene = trimesh.load_scene(str(path), resolver=ContainedResolver(path, int(max_file_mb * 2**20)))
     except MeshRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -130,7 +133,8 @@ def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int) -> CanonicalObj
         if not np.isfinite(v).all():
             raise MeshRejected("validate", "NaN or inf vertex coordinates")
         verts.append(v @ t[:3, :3].T + t[:3, 3])
-        faces.append(f + offset)
+        # a mirroring instance transform turns the winding inside out: keep normals outward
+        faces.append((f[:, ::-1] if np.linalg.det(t[:3, :3]) < 0 else f) + offset)
         with np.errstate(all="ignore"):  # normals move by the inverse transpose
             normals.append(np.nan_to_num(n @ np.linalg.pinv(t[:3, :3])))
         offset += len(v)

@@ -7,10 +7,11 @@ a local folder of meshes, or ``builtin`` (demo objects the project generates).
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import StepFailed
+from pipeline.errors import StepFailed, UserError
 from pipeline.mesh_io import load_object
 from pipeline.objaverse_sample import objaverse_layout, render_object, worker_renderers
 from pipeline.runner import Job, auto_samples_per_shard
@@ -24,6 +25,8 @@ STEP = "pipeline.objaverse_job:objaverse_step"
 def list_items(source: str, limit: int | None = None, uids_file: str | None = None, lvis: list[str] | None = None,
                cache_dir: str | None = None, clips: int = 1) -> list[WorkItem]:
     """Items of a source: ``objaverse``, ``builtin`` or a folder path."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
     if source == "builtin":
         keys = builtin.builtin_uids()
         pairs = [(k, k) for k in (keys[:limit] if limit else keys)]
@@ -36,7 +39,7 @@ def list_items(source: str, limit: int | None = None, uids_file: str | None = No
 
 def fetch_path(source: str, locator: str, cache_dir: str | None) -> Path:
     if source == "builtin":
-        return builtin.write_builtin(locator, Path(tempfile.gettempdir()) / "manivideo-builtin")
+        return builtin.write_builtin(locator, Path(tempfile.gettempdir()) / f"manivideo-builtin-{os.getuid()}")
     if source == "objaverse":
         return objaverse_source.fetch(locator, cache_dir)
     path = Path(locator)
@@ -73,4 +76,4 @@ def build_job(source: str, out: Path, cfg: RenderConfig, limit: int | None = Non
                # the per-object timeout does not change the output: not part of the job's identity
                "render": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}
     return Job(out=Path(out), layout=objaverse_layout(cfg), items=items, step=STEP, options=options,
-               title=f"render-objaverse ({source})")
+               title=f"render-objaverse ({src})")

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,22 +96,38 @@ def auto_samples_per_shard(total_samples: int, workers: int, out: Path, cap: int
     return max(1, min(cap, -(-total_samples // (2 * max(1, workers)))))
 
 
-def prepare_store(job: Job, plan: dict, overwrite: bool) -> None:
-    """Create the store, or check that the existing one is this job's (resume)."""
+def check_out(job: Job, overwrite: bool) -> bool:
+    """Decide what to do with ``--out`` without writing anything; True = resume it.
+
+    Only a manivideo store is ever replaced (``--overwrite``, or one whose creation was
+    interrupted before its manifest); any other non-empty folder is refused.
+    """
     out = Path(job.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a store folder")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not shard_writer.is_store(out):
+        raise UserError(f"--out {out} exists and is not a manivideo store; choose an empty or new folder "
+                        "(it is never replaced, not even with --overwrite)")
     manifest = shard_writer.read_manifest(out)
-    if manifest is not None and not overwrite:
-        if manifest.get("fingerprint") != job.fingerprint():
-            raise UserError(f"{out} holds a store made with other arguments or inputs; "
-                            "use another --out, or --overwrite to replace it")
-        return
-    if out.exists() and any(out.iterdir()) and manifest is None and not (out / "zarr.json").exists() and not overwrite:
-        raise UserError(f"{out} exists and is not a manivideo store; choose an empty or new --out")
-    shard_writer.create_store(out, job.layout, len(plan["shards"]), {
-        "title": job.title, "fingerprint": job.fingerprint(), "step": job.step, "options": job.options,
-        "n_items": len(job.items), "n_shards": len(plan["shards"]), "created": time.time(),
+    if manifest is None or overwrite:
+        return False
+    if manifest.get("fingerprint") != job.fingerprint():
+        raise UserError(f"{out} holds a store made with other arguments or inputs; "
+                        "use another --out, or --overwrite to replace it")
+    return True
+
+
+def create(job: Job, shards: list[list[int]]) -> str:
+    """Create the store; returns its nonce (new for every creation)."""
+    nonce = uuid.uuid4().hex
+    shard_writer.create_store(job.out, job.layout, len(shards), {
+        "title": job.title, "fingerprint": job.fingerprint(), "nonce": nonce, "step": job.step,
+        "options": job.options, "n_items": len(job.items), "n_shards": len(shards), "created": time.time(),
         "argv": sys.argv,
-    }, plan)
+    })
+    return nonce
 
 
 def _count_ended(out: Path, shards) -> int:
@@ -149,22 +166,34 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         raise UserError(f"--workers must be >= 1, got {workers}")
     if not job.items:
         raise UserError("no input items to process (empty selection)")
+    dup = [k for k, n in Counter(i.key for i in job.items).items() if n > 1]
+    if dup:
+        raise UserError(f"input item {dup[0]!r} appears more than once; item keys must be unique")
     t0 = time.perf_counter()
     n_samples = [i.n_samples for i in job.items]
     try:
         shards = shard_writer.plan_shards(n_samples, job.layout.samples_per_shard)
     except ValueError as e:
         raise UserError(str(e)) from None
-    plan = {"items": [[i.key, i.locator, i.n_samples] for i in job.items], "shards": shards}
-    prepare_store(job, plan, overwrite)
     out = Path(job.out)
-    done = shard_writer.completed_shards(out)
+    resume = check_out(job, overwrite)
+    done = shard_writer.completed_shards(out) if resume else set()
     todo = [k for k in range(len(shards)) if k not in done]
-    summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
-                         items_skipped=sum(len(shards[k]) for k in done))
-
+    # Ray first: a bad --address or an impossible GPU request must not leave a store behind
     started_ray = _init_ray(workers, address) if todo else False
     import ray
+
+    try:
+        if todo and job.num_gpus_per_worker > 0 and ray.cluster_resources().get("GPU", 0) < job.num_gpus_per_worker:
+            raise UserError(f"each worker asks for {job.num_gpus_per_worker:g} GPU but the Ray cluster has "
+                            f"{ray.cluster_resources().get('GPU', 0):g}; lower --gpus-per-worker")
+        nonce = shard_writer.read_manifest(out)["nonce"] if resume else create(job, shards)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
+    summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
+                         items_skipped=sum(len(shards[k]) for k in done))
 
     remote = None
     if todo:
@@ -175,7 +204,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
     def submit(k):
         entries = list(zip((job.items[i] for i in shards[k]),
                            shard_writer.shard_rows(job.layout, k, n_samples, shards[k]), strict=True))
-        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s)
+        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s, nonce)
 
     from tqdm import tqdm
 
@@ -195,8 +224,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
                 k = pending.pop(ref)
                 try:
                     marker = ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
-                        ray.exceptions.NodeDiedError) as e:
+                except ray.exceptions.RayError as e:
                     # retries exhausted: go on while each attempt still settles items
                     ended = _count_ended(out, [k])
                     if ended > resubmits[("ended", k)] and resubmits[k] < 100:

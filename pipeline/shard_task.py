@@ -3,7 +3,7 @@
 Runs inside a Ray worker (or directly, in tests). Crash and hang handling lives here,
 beside the output, in the shard's journal:
 
-  ``start <key>``           before an item is processed
+  ``start {"key", "t"}``    before an item is processed (JSON, with the wall-clock start)
   ``end <json record>``     after its rows are written (or it failed with a reason)
   ``timeout <key>``         the watchdog fired; the process then exits hard
 
@@ -11,17 +11,24 @@ When a task is retried (Ray restarts it after the worker died), items with an ``
 line are not redone: their rows are already on disk (zarr writes shard files
 atomically). An item that was started but never ended crashed or hung the worker: it is
 recorded as failed (stage "worker" or "timeout") instead of being tried forever.
+
+Two attempts never work on one shard at once: an attempt holds an exclusive ``flock`` on
+the journal for its whole run (a Ray retry waits for an orphaned attempt of a killed
+driver to finish). Every store creation has a nonce; an attempt that belongs to a store
+since replaced (``--overwrite``) writes nothing more.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import fcntl
 import importlib
 import json
 import os
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import shard_writer
@@ -45,16 +52,20 @@ def resolve_step(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _read_journal(path: Path) -> tuple[dict[str, dict], str | None, set[str]]:
-    """(ended records by key, key started but not ended, keys that timed out)."""
+def _read_journal(path: Path) -> tuple[dict[str, dict], tuple[str, float] | None, set[str]]:
+    """(ended records by key, (key, start time) started but not ended, keys that timed out)."""
     ended: dict[str, dict] = {}
-    started: list[str] = []
+    started: list[tuple[str, float]] = []
     timed_out: set[str] = set()
     if path.exists():
         for line in path.read_text().splitlines():
             kind, _, rest = line.partition(" ")
             if kind == "start":
-                started.append(rest)
+                try:
+                    rec = json.loads(rest)
+                    started.append((rec["key"], float(rec["t"])))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # torn line
             elif kind == "end":
                 try:
                     rec = json.loads(rest)
@@ -63,14 +74,22 @@ def _read_journal(path: Path) -> tuple[dict[str, dict], str | None, set[str]]:
                 ended[rec["key"]] = rec
             elif kind == "timeout":
                 timed_out.add(rest)
-    dangling = next((k for k in reversed(started) if k not in ended), None)
+    dangling = next(((k, t) for k, t in reversed(started) if k not in ended), None)
     return ended, dangling, timed_out
 
 
 class _Watchdog:
-    """Kills this process if one item runs longer than ``seconds`` (hung C code included)."""
+    """Kills this process if one item runs longer than ``seconds``.
+
+    A Python timer thread records ``timeout <key>`` and exits; C code that never releases
+    the GIL would starve that thread, so faulthandler's C-level timer exits too, a little
+    later (the retry then classifies the item by its start time).
+    """
+
+    GRACE_S = 10.0
 
     def __init__(self, seconds: float, journal, key: str):
+        self.seconds = seconds
         self._timer = threading.Timer(seconds, self._fire, args=(journal, key))
         self._timer.daemon = True
 
@@ -83,10 +102,12 @@ class _Watchdog:
 
     def __enter__(self):
         self._timer.start()
+        faulthandler.dump_traceback_later(self.seconds + self.GRACE_S, exit=True)
         return self
 
     def __exit__(self, *exc):
         self._timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _one_line(e: BaseException) -> str:
@@ -94,37 +115,63 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
+def _lock(journal, seconds: float) -> None:
+    """Exclusive lock on the shard's journal; waits for another live attempt to finish."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("another attempt has held this shard for too long") from None
+            time.sleep(0.5)
+
+
+def _same_store(out: Path, nonce: str) -> bool:
+    manifest = shard_writer.read_manifest(out)
+    return manifest is not None and manifest.get("nonce") == nonce
+
+
 def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[WorkItem, list[int]]],
-                  step_ref: str, options: dict, timeout_s: float) -> dict:
+                  step_ref: str, options: dict, timeout_s: float, nonce: str) -> dict:
     """Process every item of shard ``shard`` and write its completion marker.
 
-    ``items``: (item, rows) pairs in shard order. Returns the marker dict.
+    ``items``: (item, rows) pairs in shard order; ``nonce``: the store creation this task
+    belongs to. Returns the marker dict.
     """
     out_path = Path(out)
     layout = StoreLayout.from_attrs(layout_attrs)
     step = resolve_step(step_ref)
     jpath = shard_writer.journal_path(out_path, shard)
-    ended, dangling, timed_out = _read_journal(jpath)
-    arrays = shard_writer.open_arrays(out_path, layout)
     records = []
     with open(jpath, "a") as journal:
+        _lock(journal, timeout_s * (len(items) + 1) + 60)
+        stale = {"shard": shard, "items": [], "stale": True}
+        if not _same_store(out_path, nonce):
+            return stale  # the store was replaced while this task waited
+        if shard_writer.marker_path(out_path, shard).exists():  # an earlier attempt finished it
+            return json.loads(shard_writer.marker_path(out_path, shard).read_text())
+        ended, dangling, timed_out = _read_journal(jpath)
+        arrays = shard_writer.open_arrays(out_path, layout)
+
         def log(line: str) -> None:
             journal.write(line + "\n")
             journal.flush()
 
-        if dangling is not None and dangling not in ended:
-            stage = "timeout" if dangling in timed_out else "worker"
+        if dangling is not None:
+            key, started = dangling
+            stage = "timeout" if key in timed_out or time.time() - started >= timeout_s else "worker"
             reason = (f"took longer than {timeout_s:g} s and was killed" if stage == "timeout"
                       else "the worker process died on this item (segfault or out of memory)")
-            rows = next(r for it, r in items if it.key == dangling)
-            ended[dangling] = {"key": dangling, "rows": rows, "ok": False, "stage": stage, "reason": reason,
-                               "seconds": None}
-            log("end " + json.dumps(ended[dangling]))
+            rows = next((r for it, r in items if it.key == key), [])
+            ended[key] = {"key": key, "rows": rows, "ok": False, "stage": stage, "reason": reason, "seconds": None}
+            log("end " + json.dumps(ended[key]))
         for item, rows in items:
             if item.key in ended:
                 records.append(ended[item.key])
                 continue
-            log(f"start {item.key}")
+            log("start " + json.dumps({"key": item.key, "t": time.time()}))
             t0 = time.perf_counter()
             rec = {"key": item.key, "rows": rows, "ok": True, "stage": None, "reason": None}
             try:
@@ -132,6 +179,8 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                     samples = step(item, options)
                     if len(samples) != item.n_samples:
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
+                    if not _same_store(out_path, nonce):
+                        return stale
                     shard_writer.write_samples(arrays, layout, rows, samples)
             except StepFailed as e:
                 rec.update(ok=False, stage=e.stage, reason=e.reason)
@@ -143,9 +192,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             rec["seconds"] = round(time.perf_counter() - t0, 4)
             log("end " + json.dumps(rec))
             records.append(rec)
-    shard_writer.write_marker(out_path, shard, records)
+        if not _same_store(out_path, nonce):
+            return stale
+        shard_writer.write_marker(out_path, shard, records)
     return {"shard": shard, "items": records}
-
-
-def item_to_dict(item: WorkItem) -> dict:
-    return asdict(item)

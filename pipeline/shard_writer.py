@@ -7,7 +7,6 @@ On disk (one folder, a Zarr v3 group)::
                                  sharded S rows per shard, chunked per read (one frame/layer)
     STORE/manifest.json          the run: title, fingerprint, options, counts (written last
                                  at creation: a folder without it is an unfinished creation)
-    STORE/plan.json.gz           items (key, locator, n_samples) and which items each shard holds
     STORE/_shards/<k>.json       completion marker of shard k: one record per item
                                  (key, rows, ok, stage, reason, seconds); readers see only
                                  rows of shards that have one
@@ -22,12 +21,10 @@ leaves a torn file; an unmarked shard is simply redone.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import zarr
@@ -35,14 +32,10 @@ from zarr.codecs import BloscCodec, TransposeCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
 
 from schemas import StoreLayout, validate_sample
-
-# Stores use numcodecs' Delta filter through zarr-python (lossless, 2x smaller images); zarr warns
-# that it is outside the v3 spec on every open. That is known and documented; keep logs clean.
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
+from schemas.reader import SHARDS_DIR  # noqa: F401  (also installs the numcodecs warning filter)
+from schemas.store import SCHEMA_NAME
 
 MANIFEST = "manifest.json"
-PLAN = "plan.json.gz"
-SHARDS_DIR = "_shards"
 
 def codecs_for(codec: str, ndim: int) -> tuple[list, list]:
     """(filters, compressors) for an array of ``ndim`` dims (sample axis included). All lossless.
@@ -92,10 +85,24 @@ def shard_rows(layout: StoreLayout, shard: int, n_samples: list[int], items: lis
     return out
 
 
-def create_store(out: Path, layout: StoreLayout, n_shards: int, manifest: dict, plan: dict) -> None:
-    """Create the group, every array (shape N = n_shards * S) and the plan; manifest last."""
+def is_store(out: Path) -> bool:
+    """True if ``out`` holds a manivideo store (finished creating or not)."""
+    meta = Path(out) / "zarr.json"
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get("schema") == SCHEMA_NAME
+    except (OSError, ValueError):
+        return False
+
+
+def create_store(out: Path, layout: StoreLayout, n_shards: int, manifest: dict) -> None:
+    """Create the group and every array (shape N = n_shards * S); the manifest last.
+
+    ``out`` must be absent, empty, or a manivideo store (which is replaced); the caller checks.
+    """
     out = Path(out)
     if out.exists():
+        if any(out.iterdir()) and not is_store(out):
+            raise RuntimeError(f"refusing to replace {out}: not a manivideo store")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     group = zarr.open_group(str(out), mode="w", zarr_format=3, attributes=layout.to_attrs())
@@ -110,8 +117,6 @@ def create_store(out: Path, layout: StoreLayout, n_shards: int, manifest: dict, 
             attributes={"unit": spec.unit, "doc": spec.doc},
         )
     (out / SHARDS_DIR).mkdir()
-    with gzip.open(out / PLAN, "wt") as f:
-        json.dump(plan, f)
     _atomic_write_json(out / MANIFEST, manifest)
 
 
@@ -120,11 +125,6 @@ def read_manifest(out: Path) -> dict | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
-
-
-def read_plan(out: Path) -> dict:
-    with gzip.open(Path(out) / PLAN, "rt") as f:
-        return json.load(f)
 
 
 def open_arrays(out: Path, layout: StoreLayout) -> dict[str, zarr.Array]:
@@ -182,14 +182,3 @@ def _atomic_write_json(path: Path, obj) -> None:
 def store_bytes(out: Path) -> int:
     """Bytes on disk of a store folder."""
     return sum(e.stat().st_size for e in Path(out).rglob("*") if e.is_file())
-
-
-def rows_of_items(plan: dict, layout: StoreLayout) -> dict[str, list[int]]:
-    """key -> rows, for every planned item."""
-    n = [it[2] for it in plan["items"]]
-    out = {}
-    for k, items in enumerate(plan["shards"]):
-        for i, rows in zip(items, shard_rows(layout, k, n, items), strict=True):
-            out[plan["items"][i][0]] = rows
-    return out
-

@@ -69,7 +69,8 @@ def _smooth_signal(rng: np.random.Generator, frames: int, dims: int, n_waves: in
 def translation_bounds(yfov_deg: float, cam_distance: float) -> tuple[float, float]:
     """(lateral, depth) half-ranges for the object centre that keep the sphere in view."""
     half = np.radians(yfov_deg) / 2
-    depth = min(0.3, 0.15 * cam_distance)
+    # never closer than the distance at which the whole sphere still fits the view
+    depth = max(0.0, min(0.3, 0.15 * cam_distance, cam_distance - OBJECT_RADIUS / np.sin(half)))
     nearest = cam_distance - depth
     lateral = (nearest * np.tan(half) - OBJECT_RADIUS / np.cos(half)) * VIEW_MARGIN
     return max(0.0, float(lateral)), float(depth)

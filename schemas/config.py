@@ -1,15 +1,13 @@
 """The pipeline's configuration, in code and validated.
 
 A config is a frozen dataclass; ``validate()`` raises ``ConfigError`` with a one-line
-message naming the bad option. ``fingerprint()`` hashes everything that changes what is
-written, so a resumed run can check it continues the same job.
+message naming the bad option. A job's identity (for resume) is hashed by
+``pipeline.runner.Job.fingerprint`` from the options it sends to workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 
@@ -83,11 +81,6 @@ class RenderConfig(_ConfigDict):
         _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         _check(self.seed >= 0, "--seed must be >= 0")
         return self
-
-    def fingerprint(self, exclude: tuple[str, ...] = ("timeout_s",)) -> str:
-        """Hash of the options that change the output (not timeouts)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 

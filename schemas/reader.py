@@ -15,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.store import SchemaError, StoreLayout
+from schemas.store import ARRAYS, SchemaError, StoreLayout
 
 # Stores use numcodecs' Delta filter through zarr-python (lossless, 2x smaller images); zarr warns
 # that it is outside the v3 spec on every open. That is known and documented; keep logs clean.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
 
 SHARDS_DIR = "_shards"
-# arrays whose second axis is time (T): ``frames=`` selects on it
-TIME_ARRAYS = frozenset({"rgb", "mlo_normal", "mlo_depth", "layer_present", "obj_rot", "obj_trans",
-                         "mano_pose", "mano_trans", "hand_valid", "joints_3d", "joints_2d"})
+# arrays whose first per-sample axis is time (T): ``frames=`` selects on it
+TIME_ARRAYS = frozenset(a.name for a in ARRAYS if a.shape[0] == "T")
 
 
 class StoreReader:

@@ -19,11 +19,13 @@ def crop_box(points_2d: np.ndarray, width: int, height: int, margin: float, min_
     centred square of side min(width, height)."""
     p = np.asarray(points_2d, np.float64).reshape(-1, 2)
     p = p[np.isfinite(p).all(axis=1)]
+    # a vertex just in front of the camera projects absurdly far: keep the box bounded
+    p = np.clip(p, [-width, -height], [2 * width, 2 * height])
     if len(p) == 0:
         side = min(width, height)
         return (width - side) // 2, (height - side) // 2, side
     lo, hi = p.min(axis=0), p.max(axis=0)
-    side = int(np.ceil(max(min_side, margin * (hi - lo).max())))
+    side = int(np.ceil(min(max(min_side, margin * (hi - lo).max()), 2 * max(width, height))))
     cx, cy = (lo + hi) / 2
     return int(np.floor(cx - side / 2)), int(np.floor(cy - side / 2)), side
 

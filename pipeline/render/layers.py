@@ -52,10 +52,15 @@ in vec3 v_nrm;
 layout(location = 0) out vec4 out_normal;
 layout(location = 1) out float out_depth;
 void main() {
+    // geometric normal of this triangle, turned toward the camera (meshes with mixed winding)
+    vec3 nf = cross(dFdx(v_pos), dFdy(v_pos));
+    if (dot(nf, -v_pos) < 0.0) nf = -nf;
     vec3 n = v_nrm;
-    if (dot(n, n) < 1e-20) n = cross(dFdx(v_pos), dFdy(v_pos));  // degenerate vertex normal
+    if (dot(n, n) < 1e-20) n = nf;       // degenerate vertex normal
+    // flip the smooth normal only if it disagrees with its triangle's side; flipping by the
+    // view direction alone would mirror legitimately grazing normals at silhouettes
+    if (dot(n, nf) < 0.0) n = -n;
     n = normalize(n);
-    if (dot(n, -v_pos) < 0.0) n = -n;   // face the camera (meshes with mixed winding)
     out_normal = vec4(n * 0.5 + 0.5, 1.0);
     out_depth = -v_pos.z;
 }
@@ -89,8 +94,8 @@ class LayerRenderer:
     """Draws tiles of exact normal/depth maps in the current EGL context.
 
     ``context`` is anything with ``make_current()`` (see ``pipeline.render.context``).
-    Meshes are uploaded once by name (``upload``) and may be re-posed per draw or
-    re-shaped in place (``update_vertices``, for deforming hands).
+    Meshes are uploaded once by name (``upload``; uploading a name again replaces it)
+    and re-posed per draw.
     """
 
     def __init__(self, context, resolution: int, near: float = 0.01, far: float = 100.0,
@@ -142,20 +147,6 @@ class LayerRenderer:
         GL.glBindVertexArray(0)
         self._meshes[name] = _GpuMesh(vao, vbo, ebo, len(vertices), len(faces))
         self._cpu[name] = (np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
-
-    def update_vertices(self, name: str, vertices: np.ndarray, normals: np.ndarray) -> None:
-        """Replace a mesh's vertices and normals in place (same count, same faces)."""
-        from OpenGL import GL
-
-        m = self._meshes[name]
-        if len(vertices) != m.n_vertices:
-            raise ValueError(f"update_vertices({name!r}): {len(vertices)} vertices, mesh has {m.n_vertices}")
-        v = np.ascontiguousarray(np.concatenate([vertices, normals], axis=1), dtype=np.float32)
-        self._cpu[name] = (np.asarray(vertices, np.float64), self._cpu[name][1])
-        self.context.make_current()
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, m.vbo)
-        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, v.nbytes, v)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
 
     def delete(self, name: str) -> None:
         from OpenGL import GL

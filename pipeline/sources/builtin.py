@@ -8,6 +8,8 @@ object it needs into its own folder (nothing to ship between machines).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +145,9 @@ def write_builtin(uid: str, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uid}.glb"
-    if not path.exists():
-        tmp = path.with_suffix(".glb.tmp")
-        tmp.write_bytes(BUILTIN_OBJECTS[name]().export(file_type="glb"))
-        tmp.replace(path)
+    if not path.exists():  # unique temp name: workers may write the same object at once
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".glb.tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(BUILTIN_OBJECTS[name]().export(file_type="glb"))
+        os.replace(tmp, path)
     return path

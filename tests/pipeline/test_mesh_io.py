@@ -126,3 +126,17 @@ def test_decompression_bomb_textures_are_never_decoded(tmp_path):
         assert "texture too large" in e.reason or e.stage == "load"
         return
     assert all(max(img.size) <= 64 for img in _images(obj))
+
+
+def test_mirrored_instances_keep_outward_normals():
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=1.0)
+    scene = trimesh.Scene()
+    scene.add_geometry(sphere, node_name="a", transform=trimesh.transformations.translation_matrix([-2, 0, 0]))
+    mirror = np.diag([-1.0, 1, 1, 1])
+    mirror[0, 3] = 2.0
+    scene.add_geometry(sphere, node_name="b", transform=mirror)
+    obj = canonicalise("m", scene, max_faces=10**5)
+    mesh = obj.mesh
+    centres = np.where(mesh.triangles_center[:, :1] < 0, [[-0.25, 0, 0]], [[0.25, 0, 0]])
+    outward = (mesh.face_normals * (mesh.triangles_center - centres)).sum(axis=1)
+    assert (outward > 0).all()

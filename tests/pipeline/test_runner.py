@@ -97,3 +97,49 @@ def test_plan_never_splits_an_item_across_shards():
     assert plan_shards([2, 2, 1, 3, 1], 4) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError):
         plan_shards([5], 4)
+
+
+def test_out_folders_that_are_not_our_stores_are_never_replaced(tmp_path):
+    from pipeline.errors import UserError
+
+    precious = tmp_path / "data"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    other = tmp_path / "other.zarr"
+    other.mkdir()
+    (other / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    for out in (precious, other):
+        job, _ = small_job(out)
+        for overwrite in (False, True):
+            with pytest.raises(UserError, match="not a manivideo store"):
+                runner.run(job, workers=1, progress=False, overwrite=overwrite)
+    assert (precious / "keep.txt").read_text() == "mine" and sorted(p.name for p in other.iterdir()) == ["zarr.json"]
+    with pytest.raises(UserError, match="--limit"):
+        small_job(tmp_path / "x.zarr", limit=0)
+
+
+def test_duplicate_item_keys_are_refused(tmp_path):
+    from pipeline.errors import UserError
+
+    job, _ = small_job(tmp_path / "s.zarr")
+    job = dataclasses.replace(job, items=job.items + job.items[:1])
+    with pytest.raises(UserError, match="more than once"):
+        runner.run(job, workers=1, progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_finished_shard_is_not_redone_by_a_late_attempt(ray_cluster, tmp_path):
+    from pipeline import shard_writer
+    from pipeline.shard_task import process_shard
+
+    job, _ = small_job(tmp_path / "s.zarr", samples_per_shard=5)
+    runner.run(job, workers=1, progress=False)
+    marker = shard_writer.marker_path(tmp_path / "s.zarr", 0)
+    before = marker.read_text()
+    nonce = shard_writer.read_manifest(tmp_path / "s.zarr")["nonce"]
+    entries = list(zip(job.items, [[i] for i in range(5)], strict=True))
+    again = process_shard(str(tmp_path / "s.zarr"), job.layout.to_attrs(), 0, entries, job.step, job.options, 60, nonce)
+    assert marker.read_text() == before and [r["key"] for r in again["items"]] == [i.key for i in job.items]
+    stale = process_shard(str(tmp_path / "s.zarr"), job.layout.to_attrs(), 0, entries, job.step, job.options, 60,
+                          "another-store")
+    assert stale.get("stale") and marker.read_text() == before

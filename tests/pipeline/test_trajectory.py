@@ -60,3 +60,18 @@ def test_quat_to_matrix_matches_trimesh():
         q = trajectory.random_quaternion(rng)
         m = trimesh.transformations.quaternion_matrix([q[3], q[0], q[1], q[2]])[:3, :3]  # trimesh: w first
         np.testing.assert_allclose(trajectory.quat_to_matrix(q), m, atol=1e-12)
+
+
+def test_in_view_even_at_the_closest_allowed_camera():
+    from schemas.config import min_cam_distance
+
+    cfg = RenderConfig(cam_distance=min_cam_distance(40.0))
+    K = intrinsics(cfg.resolution, cfg.yfov_deg)
+    view = np.linalg.inv(look_at((0, 0, cfg.cam_distance)))
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5).vertices
+    for seed in range(20):
+        q, t = _sim(seed, cfg)
+        for pose in trajectory.object_poses(q, t):
+            pts = (view @ pose @ np.c_[sphere, np.ones(len(sphere))].T).T[:, :3]
+            uv = project(pts, K)
+            assert (uv >= 0).all() and (uv <= cfg.resolution).all()

@@ -21,12 +21,6 @@ def test_bad_values_give_one_line_errors_naming_the_option(kw, msg):
     assert "\n" not in str(e.value)
 
 
-def test_fingerprint_ignores_timeout_but_not_output_options():
-    a = RenderConfig()
-    assert a.fingerprint() == RenderConfig(timeout_s=5).fingerprint()
-    assert a.fingerprint() != RenderConfig(seed=1).fingerprint()
-
-
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="unknown"):
         RenderConfig.from_dict({"frames": 4, "fps": 30})

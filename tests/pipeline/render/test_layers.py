@@ -97,3 +97,24 @@ def test_many_tiles_spill_into_several_atlases():
     assert depth.shape == (9, R, R)
     nearest = [depth[i][depth[i] > 0].min() for i in range(9)]
     assert np.all(np.diff(nearest) > 0.05)  # each tile got its own pose
+
+
+def test_coarse_sphere_normals_are_not_mirrored_at_the_silhouette():
+    # smooth vertex normals of a coarse mesh graze away from the camera near the rim; the
+    # shader must keep them (not flip them toward the viewer, which mirrors x and y)
+    R2 = 128
+    r = LayerRenderer(shared_context(R2), R2, near=0.05, far=50.0)
+    coarse = trimesh.creation.uv_sphere(radius=0.5, count=[12, 12])
+    r.upload("coarse", coarse.vertices, coarse.vertex_normals, coarse.faces)
+    K = intrinsics(R2, YFOV)
+    normal, depth = r.render([[Draw("coarse", _translate(-2.0))]], K)
+    v, u = np.nonzero(depth[0] > 0)
+    n = normal[0][v, u].astype(np.float32) / 255 * 2 - 1
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    # the analytic sphere normal at the visible surface point, from the pixel's ray and depth
+    x = (u + 0.5 - K[0, 2]) / K[0, 0] * depth[0][v, u]
+    y = -(v + 0.5 - K[1, 2]) / K[1, 1] * depth[0][v, u]
+    p = np.stack([x, y, -depth[0][v, u]], axis=1) - [0, 0, -2.0]
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    angle = np.degrees(np.arccos(np.clip((n * p).sum(axis=1), -1, 1)))
+    assert angle.max() < 45, f"{(angle > 45).sum()} pixels off by more than 45 degrees"
