@@ -2,6 +2,10 @@
 
     python cli.py render-objaverse --source builtin --out /tmp/bench.zarr --workers 2   # 24 x 512^2 clips
     python benchmarks/train_step.py --store /tmp/bench.zarr
+    # optional, the heavy case (13 layers): an HOI store at 24 x 512^2
+    python cli.py make-demo-hoi /tmp/dex24 --frames 24
+    python cli.py render-hoi dexycb --root /tmp/dex24 --hand-model stand-in --out /tmp/bench_hoi.zarr --frames 24
+    python benchmarks/train_step.py --store /tmp/bench.zarr --store /tmp/bench_hoi.zarr
 
 Rows:
   * loader: clips/s of T-frame windows (stage-2 items) through the DataLoader with N spawned
@@ -55,7 +59,7 @@ def synthetic_batch(b: int, f: int, r: int, seed: int = 0) -> dict:
             "normal": rng.integers(1, 256, (f, N_LAYERS, r, r, 3), dtype=np.uint8), "depth": depth,
             "layer_idx": np.arange(N_LAYERS, dtype=np.int64), "refs": rng.integers(0, 256, (7, r, r, 3), dtype=np.uint8),
             "points": rng.normal(size=(2048, 6)).astype(np.float32), "source": np.int64(1),
-            "ref_keep": np.float32(1), "jitter": np.ones(3, np.float32)}
+            "ref_keep": np.float32(1), "jitter": np.ones(3, np.float32), "flip": np.bool_(False)}
     return collate([item] * b)
 
 
@@ -98,17 +102,18 @@ def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--store", default="/tmp/bench.zarr")
+    ap.add_argument("--store", action="append", help="store(s) to read (repeatable); default /tmp/bench.zarr")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     rows = []
-    if (Path(args.store) / "zarr.json").exists():
-        rows.append(bench_loader(args.store, args.workers, args.frames, args.clips))
-    else:
-        rows.append({"row": "loader", "value": "skipped", "note": f"no store at {args.store} (see docstring)"})
+    for store in args.store or ["/tmp/bench.zarr"]:
+        if (Path(store) / "zarr.json").exists():
+            rows.append(bench_loader(store, args.workers, args.frames, args.clips))
+        else:
+            rows.append({"row": "loader", "value": "skipped", "note": f"no store at {store} (see docstring)"})
     cpu = torch.device("cpu")
     rows.append(bench_step("tiny", "stage1", cpu, args.steps))
     rows.append(bench_step("tiny", "stage2", cpu, args.steps))

@@ -1,0 +1,188 @@
+"""From raw store arrays to the model's conditions: layer zero-fill, D, flip, jitter, zeroing.
+
+The DataLoader moves *compact* items (uint8 images, float16 depth, only the layers a store
+holds): a 24-frame 512 px clip with all 13 layers is ~1.6 GB as float32, so expansion to the
+13-layer order, decoding, D and the augmentations (flip, jitter) happen on the training device
+in ``prepare_batch``; the loader only reads and decides (the flags below).
+
+Raw item (numpy, one sample; F = 1 in stage 1, T in stage 2; Ls = stored layers; V = 7 or 8):
+    rgb        uint8   [F, R, R, 3]      target frames
+    normal     uint8   [F, Ls, R, R, 3]  (n + 1) / 2 * 255, all-zero bytes where the layer is absent
+    depth      float16 [F, Ls, R, R]     camera z-depth, 0 where absent
+    layer_idx  int64   [Ls]              position of each stored layer in LAYER_NAMES (-1 = padding)
+    refs       uint8   [V, R, R, 3]      6 object views (REF_VIEW_NAMES), background (+ first frame)
+    points     float32 [2048, 6]         canonical points and their normals
+    source     int64   []                SOURCES index
+    ref_keep   float32 []                0 = references dropped (classifier-free guidance)
+    jitter     float32 [3]               brightness, contrast, saturation factors (1 = unchanged)
+    flip       bool    []                mirror horizontally (see ``flip_batch``)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from schemas.occlusion import occlusion_confidence
+from schemas.store import LAYER_NAMES, N_LAYERS, REF_VIEW_NAMES
+
+SOURCES = ("objaverse", "hoi", "human")
+N_VIEWS = len(REF_VIEW_NAMES)  # the first 6 reference images are object views; then background
+# Horizontal flip mirrors the scene: the left hand becomes a right hand.
+FLIP_LAYER = np.array([LAYER_NAMES.index(n.replace("left_", "@").replace("right_", "left_").replace("@", "right_"))
+                       for n in LAYER_NAMES], dtype=np.int64)
+# Mirroring the object in x swaps its left/right views; every view is also mirrored in the image.
+FLIP_VIEW = [REF_VIEW_NAMES.index({"left": "right", "right": "left"}.get(n, n)) for n in REF_VIEW_NAMES]
+
+
+def source_of(kind: str, layers: tuple[str, ...]) -> str:
+    """Which data source a store feeds: Objaverse, HOI, or human (an HOI-kind store without object)."""
+    if kind == "objaverse":
+        return "objaverse"
+    return "hoi" if "object" in layers else "human"
+
+
+def flip_batch(c: dict, flags: torch.Tensor) -> dict:
+    """Horizontal flip of the samples where ``flags`` [B] is true, on decoded conditions
+    (float tensors, 13-layer order): images mirrored, left/right hand layers swapped, normals'
+    x negated (exact in float), the object mirrored in x (left/right views swapped and mirrored,
+    points' and point normals' x negated). Keys: target, refs, normal [B,F,13,3,R,R], depth."""
+    if not bool(flags.any()):
+        return c
+    out = dict(c)
+
+    def pick(flipped: torch.Tensor, key: str) -> torch.Tensor:
+        return torch.where(flags.view(-1, *([1] * (flipped.dim() - 1))), flipped, c[key])
+
+    out["target"] = pick(c["target"].flip(-1), "target")
+    views = c["refs"].flip(-1)
+    out["refs"] = pick(torch.cat([views[:, FLIP_VIEW], views[:, N_VIEWS:]], dim=1), "refs")
+    swap = torch.as_tensor(FLIP_LAYER, device=flags.device)
+    negate_x = c["normal"].new_tensor([-1.0, 1.0, 1.0]).view(3, 1, 1)
+    out["normal"] = pick(c["normal"][:, :, swap].flip(-1) * negate_x, "normal")
+    out["depth"] = pick(c["depth"][:, :, swap].flip(-1), "depth")
+    sign = torch.where(flags.view(-1, 1, 1), c["points"].new_tensor([-1.0, 1, 1, -1, 1, 1]), 1.0)
+    out["points"] = c["points"] * sign
+    return out
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack raw items into a batch; the layer axis is padded to the batch's widest store (idx -1)."""
+    width = max(len(it["layer_idx"]) for it in items)
+    out = {}
+    for key in items[0]:
+        arrs = [np.asarray(it[key]) for it in items]
+        if key in ("normal", "depth", "layer_idx"):
+            padded = []
+            for a in arrs:
+                pad = width - (a.shape[0] if key == "layer_idx" else a.shape[1])
+                if pad:
+                    shape = list(a.shape)
+                    axis = 0 if key == "layer_idx" else 1
+                    shape[axis] = pad
+                    fill = np.full(shape, -1 if key == "layer_idx" else 0, dtype=a.dtype)
+                    a = np.concatenate([a, fill], axis=axis)
+                padded.append(a)
+            arrs = padded
+        # a batch of one (stage 2) is a view, not a copy: clips are hundreds of MB
+        out[key] = torch.from_numpy(np.ascontiguousarray(arrs[0][None]) if len(arrs) == 1 else np.stack(arrs))
+    return out
+
+
+def expand_layers(x: torch.Tensor, layer_idx: torch.Tensor) -> torch.Tensor:
+    """Scatter stored layers into the fixed 13-layer order; layers not stored stay zero.
+
+    x: [B, F, Ls, ...]; layer_idx: [B, Ls] int (-1 = padding). Returns [B, F, 13, ...].
+    """
+    b, f, ls = x.shape[:3]
+    out = x.new_zeros((b, f, N_LAYERS + 1) + tuple(x.shape[3:]))  # slot 13 swallows padding
+    idx = torch.where(layer_idx >= 0, layer_idx, N_LAYERS).to(x.device)
+    for i in range(b):  # B is small; an index_copy per sample keeps it simple
+        out[i].index_copy_(1, idx[i], x[i])
+    return out[:, :, :N_LAYERS]
+
+
+def color_jitter(img: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+    """img [B, N, 3, H, W] in [0, 1]; jitter [B, 3] (brightness, contrast, saturation) -> same shape."""
+    b, c, s = (jitter[:, i].view(-1, 1, 1, 1, 1).to(img) for i in range(3))
+    img = img * b
+    mean = img.mean(dim=(-3, -2, -1), keepdim=True)
+    img = (img - mean) * c + mean
+    gray = (img * img.new_tensor([0.299, 0.587, 0.114]).view(1, 1, 3, 1, 1)).sum(2, keepdim=True)
+    return (gray + (img - gray) * s).clamp(0, 1)
+
+
+def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Resize the last two axes of [..., C, H, W] to size x size."""
+    if x.shape[-1] == size:
+        return x
+    lead = x.shape[:-3]
+    x = x.reshape((-1,) + tuple(x.shape[-3:]))
+    kw = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
+    x = F.interpolate(x, size=(size, size), mode=mode, **kw)
+    return x.reshape(lead + tuple(x.shape[-3:]))
+
+
+def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolution: int | None = None,
+                  device: torch.device | str = "cpu") -> dict:
+    """Raw collated batch -> model conditions on ``device`` (float32).
+
+    Returns:
+        target  [B, F, 3, R, R]  in [-1, 1], colour-jittered
+        refs    [B, V, 3, R, R]  in [-1, 1], same jitter; zero where dropped or missing (human: views)
+        H       [B, F, C_h, R, R] layer normals in [-1, 1] (C_h = 39), or 1-channel inverse depth
+                                 in (0, 1] for mlo_mode "depth_only"; 0 where absent
+        D       [B, F, 13, R, R] occlusion confidence in [0, 1] (zeros for "depth_only")
+        H_o     [B, F, C_o, R, R] object-layer normals (C_o = 3) or the same inverse depth (1)
+        points  [B, 2048, 6]     zero where dropped or missing (human)
+        mask    [B, F, 1, R, R]  union of all layers (hand-object region), {0, 1}
+        ref_keep [B], source [B]
+    """
+    dev = torch.device(device)
+    rgb = batch["rgb"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
+    refs = batch["refs"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
+    jitter = batch["jitter"].to(dev).float()
+    rgb, refs = color_jitter(rgb, jitter), color_jitter(refs, jitter)
+    idx = batch["layer_idx"].to(dev)
+    depth = expand_layers(batch["depth"].to(dev, non_blocking=True).float(), idx)           # B,F,13,R,R
+    normal_u8 = expand_layers(batch["normal"].to(dev, non_blocking=True), idx)              # B,F,13,R,R,3
+    present = (normal_u8 != 0).any(dim=-1, keepdim=True)
+    normal = torch.where(present, normal_u8.float() / 255.0 * 2 - 1, 0.0).permute(0, 1, 2, 5, 3, 4)
+    flipped = flip_batch({"target": rgb, "refs": refs, "normal": normal, "depth": depth,
+                          "points": batch["points"].to(dev).float()},
+                         batch["flip"].to(dev) if "flip" in batch else torch.zeros(len(rgb), dtype=torch.bool))
+    rgb, refs, normal, depth = flipped["target"], flipped["refs"], flipped["normal"], flipped["depth"]
+    b, f = normal.shape[:2]
+    mask = (depth > 0).any(dim=2, keepdim=True).float()
+    if mlo_mode == "depth_only":
+        # "No MLO" ablation: one composite depth map, as a depth camera would see it.
+        front = torch.where(depth > 0, depth, torch.inf).amin(dim=2, keepdim=True)
+        near = front.flatten(1).amin(dim=1).view(b, 1, 1, 1, 1)
+        inv = torch.where(torch.isfinite(front), near / front, 0.0)
+        H, D, H_o = inv, torch.zeros_like(depth), inv
+    else:
+        H = normal.reshape(b, f, N_LAYERS * 3, *normal.shape[-2:])
+        D = occlusion_confidence(depth, tau=tau, layer_axis=2)
+        H_o = normal[:, :, LAYER_NAMES.index("object")]
+    source = batch["source"].to(dev)
+    keep = batch["ref_keep"].to(dev).float()
+    has_object = (source != SOURCES.index("human")).float()
+    view_keep = (keep * has_object).view(b, 1, 1, 1, 1)
+    refs = refs * 2 - 1
+    refs = torch.cat([refs[:, :N_VIEWS] * view_keep, refs[:, N_VIEWS:] * keep.view(b, 1, 1, 1, 1)], dim=1)
+    points = flipped["points"] * (keep * has_object).view(b, 1, 1)
+    out = {"target": rgb * 2 - 1, "refs": refs, "H": H, "D": D, "H_o": H_o, "points": points, "mask": mask,
+           "ref_keep": keep, "source": source}
+    if resolution is not None:
+        for k, mode in (("target", "bilinear"), ("refs", "bilinear"), ("H", "nearest"), ("D", "nearest"),
+                        ("H_o", "nearest"), ("mask", "nearest")):
+            out[k] = _resize(out[k], resolution, mode)
+    return out
+
+
+def condition_channels(mlo_mode: str) -> tuple[int, int, int]:
+    """(pose guider input C_h, E_F input C_h + C_d or 0 when E_F is off, E_N conv input C_o)."""
+    if mlo_mode == "depth_only":
+        return 1, 1, 1
+    return N_LAYERS * 3, (N_LAYERS * 4 if mlo_mode == "full" else 0), 3

@@ -1,0 +1,211 @@
+"""Every trainer default in one dataclass, two presets, and how overrides are applied.
+
+Order of precedence (later wins): dataclass defaults -> preset (``tiny`` | ``sd15``) ->
+YAML/JSON file given with ``--config`` -> ``key=value`` overrides on the command line.
+The file may itself name a preset (``preset: sd15``); it is applied before the file's
+other keys. ``validate()`` raises ``ConfigError`` (one line, names the option).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from schemas.config import ConfigError
+from schemas.occlusion import DEFAULT_TAU
+
+STAGES = ("stage1", "stage2")
+MLO_MODES = ("full", "depth_only", "noise_only")  # full | ablation "no MLO" | "MLO in the noise only"
+POSE_GUIDER_MODES = ("latent", "conv_in")         # paper eq. 1 | Animate Anyone
+PRECISIONS = ("no", "bf16", "fp16")
+PREDICTIONS = ("epsilon", "v_prediction")
+DEFAULT_STORE = "out/objaverse.zarr"  # what the README demo command (render-objaverse --source builtin) writes
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    run_dir: str = "runs/tiny"
+    seed: int = 0
+
+    # --- data ---
+    stores: list = field(default_factory=lambda: [DEFAULT_STORE])
+    mix_objaverse: float = 1.0   # per-step sampling weight of each data source (paper: equal)
+    mix_hoi: float = 1.0
+    mix_human: float = 1.0
+    use_objaverse: bool = True   # ablation "no Objaverse": objaverse stores are not sampled
+    resolution: int = 64         # image side the model sees; stores at another size are resized
+    frames: int = 4              # stage-2 clip length T (paper: 24)
+    num_workers: int = 0         # DataLoader workers (spawned: zarr v3 runs an asyncio loop)
+    flip_p: float = 0.5          # horizontal flip (left/right hand layers swapped, normal x negated)
+    color_jitter: float = 0.1    # max relative brightness/contrast/saturation change, RGB images only
+    ref_dropout: float = 0.1     # drop appearance + geometry references (classifier-free guidance)
+    ref_first_frame: bool = False  # add the clip's first frame to the reference images
+    tau: float = DEFAULT_TAU     # occlusion-confidence softness (schemas.occlusion)
+
+    # --- model ---
+    pretrained_sd15: str = ""        # local diffusers SD1.5 folder (unet/, vae/); "" = random init
+    motion_adapter_path: str = ""    # local MotionAdapter folder; "" = random init (zero-init output)
+    block_out_channels: list = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 8
+    cross_attention_dim: int = 32
+    vae_block_out_channels: list = field(default_factory=lambda: [8, 16, 16, 16])
+    vae_layers_per_block: int = 1
+    vae_scale: float = 3.0           # latent scaling to ~unit variance: SD1.5's VAE 0.18215; the random tiny VAE ~3
+    motion_heads: int = 2
+    pose_guider_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
+    pose_guider_mode: str = "latent"
+    mlo_mode: str = "full"
+    token_grid: int = 4              # E_F and E_N each give token_grid**2 tokens per frame
+    embed_channels: int = 32         # width of the E_F / E_N conv stems and PointNet
+
+    # --- optimisation (paper: stage 1 batch 4, lr 1e-5, ~20k; stage 2 batch 1, 24 frames, 8e-6, ~30k) ---
+    stage1_lr: float = 1e-5
+    stage1_batch: int = 4
+    stage1_steps: int = 20_000
+    stage2_lr: float = 8e-6
+    stage2_batch: int = 1
+    stage2_steps: int = 30_000
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    adam8bit: bool = False           # bitsandbytes Adam8bit
+    max_grad_norm: float = 1.0       # 0 = no clipping
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0           # 0 = no EMA
+    snr_gamma: float = 0.0           # min-SNR weighting gamma; 0 = plain MSE
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+    num_train_timesteps: int = 1000
+    ddp_find_unused: bool = True     # safe default; the frozen reference-net tail makes False work too
+
+    # --- logging / checkpoints / validation ---
+    log_every: int = 10
+    ckpt_every: int = 1000
+    val_every: int = 1000            # 0 = no validation samples
+    sample_steps: int = 25           # DDIM steps for validation and `sample`
+    guidance_scale: float = 3.0
+
+    def lr(self, stage: str) -> float:
+        return self.stage1_lr if stage == "stage1" else self.stage2_lr
+
+    def batch(self, stage: str) -> int:
+        return self.stage1_batch if stage == "stage1" else self.stage2_batch
+
+    def steps(self, stage: str) -> int:
+        return self.stage1_steps if stage == "stage1" else self.stage2_steps
+
+    def validate(self) -> TrainConfig:
+        def check(cond, msg):
+            if not cond:
+                raise ConfigError(msg)
+
+        check(self.preset in PRESETS, f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        check(self.mlo_mode in MLO_MODES, f"mlo_mode must be one of {MLO_MODES}, got {self.mlo_mode!r}")
+        check(self.pose_guider_mode in POSE_GUIDER_MODES,
+              f"pose_guider_mode must be one of {POSE_GUIDER_MODES}, got {self.pose_guider_mode!r}")
+        check(self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}")
+        check(self.prediction_type in PREDICTIONS, f"prediction_type must be one of {PREDICTIONS}")
+        check(isinstance(self.stores, list) and len(self.stores) > 0, "stores must be a non-empty list of paths")
+        down = 2 ** (len(self.vae_block_out_channels) - 1)
+        check(self.resolution % (down * 2 ** (len(self.block_out_channels) - 1)) == 0,
+              f"resolution {self.resolution} must be divisible by the VAE and UNet downsampling")
+        check(2 ** (len(self.pose_guider_channels) - 1) == down,
+              "pose_guider_channels must downsample by the VAE factor (len = len(vae_block_out_channels))")
+        check(self.frames >= 1 and self.stage1_batch >= 1 and self.stage2_batch >= 1 and self.grad_accum >= 1,
+              "frames, batch sizes and grad_accum must be >= 1")
+        check(min(self.mix_objaverse, self.mix_hoi, self.mix_human) >= 0, "mix_* weights must be >= 0")
+        check(0 <= self.flip_p <= 1 and 0 <= self.ref_dropout <= 1, "flip_p and ref_dropout must be in [0, 1]")
+        check(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
+        check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        check(self.tau > 0, "tau must be > 0")
+        check(self.token_grid >= 1, "token_grid must be >= 1")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Presets: only the keys that differ from the dataclass defaults (which are the tiny preset).
+PRESETS: dict[str, dict] = {
+    # Runs a real optimisation step on CPU in about a second: 64 px images -> 8 px latents.
+    "tiny": dict(run_dir="runs/tiny", stage1_batch=2, stage1_steps=200, stage2_steps=100,
+                 stage1_lr=1e-3, stage2_lr=1e-3, log_every=10, ckpt_every=100, val_every=100,
+                 sample_steps=4),
+    # The paper's size: SD1.5 UNet (random init from this config unless pretrained_sd15 is given).
+    "sd15": dict(run_dir="runs/sd15", resolution=512, frames=24, num_workers=4,
+                 block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, attention_head_dim=8,
+                 norm_num_groups=32, cross_attention_dim=768, vae_block_out_channels=[128, 256, 512, 512],
+                 vae_layers_per_block=2, vae_scale=0.18215, motion_heads=8, token_grid=16, embed_channels=128,
+                 mixed_precision="bf16", gradient_checkpointing=True, log_every=50, ckpt_every=2000,
+                 val_every=2000, sample_steps=25),
+}
+
+
+def _coerce(name: str, value):
+    """Give a file / command-line value its field's type (YAML reads "1e-5" as a string)."""
+    kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}.get(name)
+    if isinstance(value, str) and kind != "str":
+        value = yaml.safe_load(value)
+    try:
+        if kind == "float" and not isinstance(value, bool):
+            return float(value)
+        if kind == "int" and not isinstance(value, bool):
+            return int(value)
+        if kind == "bool" and not isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {name} expects a {kind}, got {value!r}") from None
+    if kind == "str" and value is None:
+        return ""
+    return value
+
+
+def load_config(preset: str | None = None, file: str | Path | None = None,
+                overrides: list[str] | dict | None = None, base: dict | None = None) -> TrainConfig:
+    """Build a validated config: defaults -> preset -> ``base`` (a checkpoint's config, when resuming)
+    -> file -> overrides ("key=value" strings or a dict)."""
+    from_file: dict = {}
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"--config {path} does not exist")
+        from_file = (json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())) or {}
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"--config {path} must hold a mapping of option: value")
+    if isinstance(overrides, dict):
+        extra = dict(overrides)
+    else:
+        extra = {}
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key=value")
+            k, v = item.split("=", 1)
+            extra[k.strip()] = v
+    base = dict(base or {})
+    name = extra.get("preset") or preset or from_file.get("preset") or base.get("preset") or "tiny"
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {name!r}")
+    values = {"preset": name, **PRESETS[name], **base}
+    values.update({k: _coerce(k, v) for k, v in from_file.items()})
+    values.update({k: _coerce(k, v) for k, v in extra.items()})
+    values["preset"] = name
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {unknown}")
+    if isinstance(values.get("stores"), str):
+        values["stores"] = [s for s in values["stores"].split(",") if s]
+    return TrainConfig(**values).validate()
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """Rebuild the exact config stored in a checkpoint."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in known}).validate()

@@ -1,0 +1,146 @@
+"""Dataset over one or more stores, the mixing rule, augmentation draws, and the DataLoader.
+
+Position-indexed: item ``n`` of the infinite training stream is a pure function of
+(seed, n): which source (Objaverse / HOI / human, by the configured weights), which store of
+that source (by size), which sample, which frame(s), flip, colour-jitter factors and
+reference dropout are all drawn from ``np.random.default_rng([seed, n])``. So any worker may
+build any item, and resuming = restarting the stream at the number of items consumed
+(``StreamSampler(start=...)``), which is what makes resume exact.
+
+Each item reads only what a step needs straight from the Zarr shards: one frame in stage 1,
+a T-frame window in stage 2 (plus the references and points). Readers open Zarr lazily in
+the process that reads, so workers are spawned (zarr v3 runs an asyncio loop; forking one is unsafe).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.errors import UserError
+from schemas.reader import StoreReader
+from schemas.store import LAYER_NAMES
+from trainer.conditions import SOURCES, collate, source_of
+from trainer.config import TrainConfig
+
+READ = ("rgb", "mlo_normal", "mlo_depth", "ref_views", "background", "points", "point_normals")
+
+
+def open_stores(paths: list[str]) -> list[StoreReader]:
+    """Readers for ``paths``; one-line UserError naming how to make a store when one is missing."""
+    readers = []
+    for p in paths:
+        if not (Path(p) / "zarr.json").exists():
+            raise UserError(f"store {p} does not exist; make one with: python cli.py render-objaverse "
+                            f"--source builtin --out {p}")
+        r = StoreReader(p)
+        if len(r) == 0:
+            raise UserError(f"store {p} has no complete samples yet")
+        readers.append(r)
+    if len({r.layout.resolution for r in readers}) > 1:
+        raise UserError("all stores of a run must share one resolution (the model input is resized on device)")
+    return readers
+
+
+class MixedStores(Dataset):
+    """``ds[n]`` -> one raw item (see trainer.conditions) for stream position n.
+
+    frames: 1 = stage 1 (one random frame), T = stage 2 (a random window of T consecutive frames).
+    """
+
+    def __init__(self, paths: list[str], cfg: TrainConfig, frames: int = 1, seed: int | None = None):
+        self.readers = open_stores(paths)
+        self.cfg, self.frames = cfg, frames
+        self.seed = cfg.seed if seed is None else seed
+        short = [str(r.path) for r in self.readers if r.layout.frames < frames]
+        if short:
+            raise UserError(f"stores {short} have fewer than {frames} frames per clip (stage-2 frames)")
+        weights = {"objaverse": cfg.mix_objaverse if cfg.use_objaverse else 0.0, "hoi": cfg.mix_hoi,
+                   "human": cfg.mix_human}
+        self.store_source = [source_of(r.layout.kind, r.layout.layers) for r in self.readers]
+        groups = {s: [i for i, src in enumerate(self.store_source) if src == s] for s in SOURCES}
+        # Sources present (and weighted) share each step by weight; absent ones drop out.
+        self.sources = [s for s in SOURCES if groups[s] and weights[s] > 0]
+        if not self.sources:
+            raise UserError("no store can be sampled: every source present has weight 0 (mix_* / use_objaverse)")
+        w = np.array([weights[s] for s in self.sources], dtype=np.float64)
+        self.source_p = w / w.sum()
+        self.groups = {s: groups[s] for s in self.sources}
+        self.group_p = {s: np.array([len(self.readers[i]) for i in g], dtype=np.float64) for s, g in self.groups.items()}
+        self.group_p = {s: p / p.sum() for s, p in self.group_p.items()}
+
+    def __len__(self) -> int:  # an epoch has no meaning for a weighted stream; this is for len(loader)
+        return sum(len(r) for r in self.readers)
+
+    def draw(self, n: int) -> dict:
+        """Everything random about item n (pure function of seed and n)."""
+        rng = np.random.default_rng([self.seed, n])
+        source = self.sources[rng.choice(len(self.sources), p=self.source_p)]
+        store = self.groups[source][rng.choice(len(self.groups[source]), p=self.group_p[source])]
+        reader = self.readers[store]
+        index = int(rng.integers(len(reader)))
+        start = int(rng.integers(reader.layout.frames - self.frames + 1))
+        c = self.cfg
+        return dict(source=source, store=store, index=index, start=start, flip=bool(rng.random() < c.flip_p),
+                    jitter=(1 + rng.uniform(-c.color_jitter, c.color_jitter, 3)).astype(np.float32),
+                    keep=float(rng.random() >= c.ref_dropout))
+
+    def __getitem__(self, n: int) -> dict:
+        d = self.draw(int(n))
+        return self.load(d["store"], d["index"], d["start"], flip=d["flip"], jitter=d["jitter"], keep=d["keep"])
+
+    def load(self, store: int, index: int, start: int = 0, flip: bool = False, jitter=None, keep: float = 1.0) -> dict:
+        """Raw item of sample ``index`` of store ``store``, frames [start, start + self.frames)."""
+        reader = self.readers[store]
+        a = reader.read(index, names=READ, frames=slice(start, start + self.frames))
+        refs = [a["ref_views"], a["background"][None]]
+        if self.cfg.ref_first_frame:
+            refs.append(a["rgb"][:1] if start == 0 else reader.read(index, names=["rgb"], frames=[0])["rgb"])
+        return {
+            "rgb": a["rgb"], "normal": a["mlo_normal"], "depth": a["mlo_depth"],
+            "layer_idx": np.array([LAYER_NAMES.index(n) for n in reader.layout.layers], dtype=np.int64),
+            "refs": np.concatenate(refs, axis=0),
+            "points": np.concatenate([a["points"], a["point_normals"]], axis=1).astype(np.float32),
+            "source": np.int64(SOURCES.index(self.store_source[store])),
+            "ref_keep": np.float32(keep),
+            "jitter": np.ones(3, np.float32) if jitter is None else np.asarray(jitter, np.float32),
+            "flip": np.bool_(flip),  # applied on the training device (trainer.conditions.flip_batch)
+        }
+
+
+class StreamSampler(Sampler):
+    """Positions start, start+1, ... of this rank's share of the stream (rank r of W gets n*W + r)."""
+
+    def __init__(self, start: int = 0, rank: int = 0, world: int = 1, length: int | None = None):
+        self.start, self.rank, self.world, self.length = start, rank, world, length
+
+    def __iter__(self):
+        n = self.start
+        while self.length is None or n < self.start + self.length:
+            yield n * self.world + self.rank
+            n += 1
+
+    def __len__(self):
+        return self.length if self.length is not None else 2**62
+
+
+def _worker_init(worker_id: int) -> None:
+    # A worker told to stop while Zarr reads are in flight aborts in interpreter teardown
+    # ("terminate called without an active exception"); it holds nothing worth finalising.
+    atexit.register(os._exit, 0)
+
+
+def make_loader(dataset: MixedStores, batch_size: int, start_item: int = 0, rank: int = 0, world: int = 1,
+                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Infinite loader of collated raw batches, starting after ``start_item`` items of this rank."""
+    kw = {}
+    if num_workers > 0:
+        kw = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2,
+                  worker_init_fn=_worker_init)
+    return DataLoader(dataset, batch_size=batch_size, sampler=StreamSampler(start_item, rank, world),
+                      num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory, drop_last=True, **kw)
+

@@ -1,0 +1,197 @@
+"""ManiVideoModel: frozen VAE + denoising UNet + AppearanceNet + G, E_F, E_N (+ motion modules).
+
+Everything but our three small encoders is diffusers: AutoencoderKL, UNet2DConditionModel
+(stage 1), UNetMotionModel.from_unet2d + MotionAdapter (stage 2). ``sd15`` loads local
+weights when ``pretrained_sd15`` / ``motion_adapter_path`` are set and is otherwise randomly
+initialised from the SD1.5 layout written here (never a hub download).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from torch import nn
+
+from pipeline.errors import UserError
+from trainer.conditions import condition_channels
+from trainer.config import TrainConfig
+from trainer.embeddings import GeometryEmbedding, MLOEmbedding, PoseGuider
+from trainer.reference_attention import ReferenceBank, attach_reference_attention
+
+
+def unet_config(cfg: TrainConfig) -> dict:
+    """SD1.5's UNet layout (cfg sd15) or a two-level miniature of it (cfg tiny)."""
+    n = len(cfg.block_out_channels)
+    return dict(sample_size=cfg.resolution // 2 ** (len(cfg.vae_block_out_channels) - 1), in_channels=4,
+                out_channels=4, block_out_channels=tuple(cfg.block_out_channels),
+                down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+                layers_per_block=cfg.layers_per_block, attention_head_dim=cfg.attention_head_dim,
+                norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.cross_attention_dim)
+
+
+def vae_config(cfg: TrainConfig) -> dict:
+    n = len(cfg.vae_block_out_channels)
+    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_block_out_channels),
+                down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                layers_per_block=cfg.vae_layers_per_block, norm_num_groups=min(32, cfg.vae_block_out_channels[0]),
+                sample_size=cfg.resolution)
+
+
+def _local(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{what} folder {p} does not exist (weights are only read from local folders)")
+    return p
+
+
+def build_backbones(cfg: TrainConfig) -> tuple[AutoencoderKL, UNet2DConditionModel]:
+    """VAE and denoising UNet, from ``pretrained_sd15`` (unet/, vae/ subfolders) or random init."""
+    if cfg.pretrained_sd15:
+        root = _local(cfg.pretrained_sd15, "pretrained_sd15")
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True)
+        if unet.config.cross_attention_dim != cfg.cross_attention_dim:
+            raise UserError(f"cross_attention_dim {cfg.cross_attention_dim} != the checkpoint's "
+                            f"{unet.config.cross_attention_dim}")
+        return vae, unet
+    return AutoencoderKL(**vae_config(cfg)), UNet2DConditionModel(**unet_config(cfg))
+
+
+def build_motion_adapter(cfg: TrainConfig) -> MotionAdapter:
+    if cfg.motion_adapter_path:
+        return MotionAdapter.from_pretrained(_local(cfg.motion_adapter_path, "motion_adapter_path"),
+                                             local_files_only=True)
+    adapter = MotionAdapter(block_out_channels=tuple(cfg.block_out_channels),
+                            motion_layers_per_block=cfg.layers_per_block, motion_num_attention_heads=cfg.motion_heads,
+                            motion_norm_num_groups=cfg.norm_num_groups, motion_max_seq_length=max(32, cfg.frames))
+    # Zero output projection: stage 2 starts as exactly the stage-1 image model, frame by frame.
+    for name, p in adapter.named_parameters():
+        if "proj_out" in name:
+            nn.init.zeros_(p)
+    return adapter
+
+
+class ManiVideoModel(nn.Module):
+    """The whole denoiser. Shapes: B samples, F frames (1 in stage 1), V reference images, R image side,
+    h = R / 8 latent side, N tokens."""
+
+    def __init__(self, cfg: TrainConfig, vae: AutoencoderKL, unet: UNet2DConditionModel):
+        super().__init__()
+        self.cfg = cfg
+        self.vae = vae.requires_grad_(False)
+        self.unet = unet
+        self.reference_unet = copy.deepcopy(unet)  # AppearanceNet starts from the same weights (Animate Anyone)
+        # Its last up block and output head never feed a reader: freeze them (no unused grads under DDP).
+        for m in (self.reference_unet.up_blocks[-1], self.reference_unet.conv_norm_out, self.reference_unet.conv_out):
+            m.requires_grad_(False)
+        c_h, c_f, c_o = condition_channels(cfg.mlo_mode)
+        latent_c = unet.config.in_channels
+        out_c = latent_c if cfg.pose_guider_mode == "latent" else unet.config.block_out_channels[0]
+        self.pose_guider = PoseGuider(c_h, out_c, tuple(cfg.pose_guider_channels))
+        d, w, g = cfg.cross_attention_dim, cfg.embed_channels, cfg.token_grid
+        self.mlo_embed = MLOEmbedding(c_f, d, w, g) if c_f else None
+        self.geo_embed = GeometryEmbedding(c_o, d, w, g)
+        self.ref_context = nn.Parameter(torch.zeros(1, 1, d))  # the reference UNet's only cross-attn token
+        self.bank = ReferenceBank()
+        self._pose_residual = None
+        self._wire()
+        self.reference_trainable = True
+
+    # --- wiring (re-done after the stage-2 conversion swaps the UNet) ---
+    def _wire(self) -> None:
+        attach_reference_attention(self.reference_unet, self.unet, self.bank)
+        if self.cfg.pose_guider_mode == "conv_in":
+            self.unet.conv_in.register_forward_hook(self._add_pose_residual)
+
+    def _add_pose_residual(self, module, inputs, output):
+        return output if self._pose_residual is None else output + self._pose_residual.to(output.dtype)
+
+    @property
+    def is_video(self) -> bool:
+        return isinstance(self.unet, UNetMotionModel)
+
+    def to_stage2(self, adapter: MotionAdapter | None = None) -> None:
+        """Add AnimateDiff motion modules; only they stay trainable."""
+        adapter = adapter or build_motion_adapter(self.cfg)
+        self.unet = UNetMotionModel.from_unet2d(self.unet, adapter)
+        self._wire()
+        self.requires_grad_(False)
+        self.unet.freeze_unet2d_params()  # leaves exactly the motion modules trainable
+        self.reference_trainable = False
+
+    def motion_parameter_names(self) -> list[str]:
+        return [n for n, _ in self.named_parameters() if "motion_modules" in n]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+        self.reference_unet.enable_gradient_checkpointing()
+
+    # --- VAE ---
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [N, 3, R, R] in [-1, 1] -> latents [N, 4, h, w] (scaled, mean of the posterior)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        return self.vae.encode(images.to(vae_dtype)).latent_dist.mean.float() * self.cfg.vae_scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [N, 4, h, w] -> images [N, 3, R, R] in [-1, 1]."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        return self.vae.decode((latents / self.cfg.vae_scale).to(vae_dtype)).sample.float().clamp(-1, 1)
+
+    # --- conditions ---
+    def tokens(self, cond: dict) -> torch.Tensor:
+        """Cross-attention tokens [B*F, N, C] from E_F (MLO) and E_N (geometry)."""
+        b, f = cond["H"].shape[:2]
+        flat = {k: cond[k].flatten(0, 1) for k in ("H", "D", "H_o")}
+        parts = [self.geo_embed(flat["H_o"], cond["points"], frames=f)]
+        if self.mlo_embed is not None:
+            x = torch.cat([flat["H"], flat["D"]], 1) if self.cfg.mlo_mode == "full" else flat["H"]
+            parts.insert(0, self.mlo_embed(x))
+        return torch.cat(parts, dim=1)
+
+    def run_reference(self, ref_latents: torch.Tensor) -> None:
+        """Fill the bank: ref_latents [B, V, 4, h, w] through the reference UNet at t = 0."""
+        b, v = ref_latents.shape[:2]
+        self.bank.clear(views=v)
+        x = ref_latents.flatten(0, 1)
+        ctx = self.ref_context.expand(x.shape[0], -1, -1)
+        t = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.reference_trainable):
+            self.reference_unet(x, t, encoder_hidden_states=ctx)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict, ref_latents: torch.Tensor,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy [B, F, 4, h, w], timesteps [B] long, cond from prepare_batch, ref_latents [B, V, 4, h, w]
+        -> model prediction (epsilon or v) [B, F, 4, h, w]. ``tokens`` may be passed precomputed."""
+        b, f = noisy.shape[:2]
+        self.run_reference(ref_latents)
+        pose = self.pose_guider(cond["H"].flatten(0, 1))                    # B*F, C, h, w
+        ctx = self.tokens(cond) if tokens is None else tokens                 # B*F, N, C
+        x = noisy.flatten(0, 1)
+        if self.cfg.pose_guider_mode == "latent":
+            x, self._pose_residual = x + pose.to(x.dtype), None               # paper eq. 1
+        else:
+            self._pose_residual = pose                                        # added after conv_in by the hook
+        try:
+            if self.is_video:
+                sample = x.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4)        # B, 4, F, h, w
+                out = self.unet(sample, timesteps, encoder_hidden_states=ctx).sample
+                return out.permute(0, 2, 1, 3, 4)
+            t = timesteps.repeat_interleave(f)
+            return self.unet(x, t, encoder_hidden_states=ctx).sample.unflatten(0, (b, f))
+        finally:
+            self._pose_residual = None
+
+
+def build_model(cfg: TrainConfig, stage: str = "stage1") -> ManiVideoModel:
+    """A fresh model for ``stage`` (stage 2 = stage-1 model + motion modules, only those trainable)."""
+    vae, unet = build_backbones(cfg)
+    model = ManiVideoModel(cfg, vae, unet)
+    if stage == "stage2":
+        model.to_stage2()
+    return model

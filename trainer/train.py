@@ -1,0 +1,299 @@
+"""The training loop for both stages, top to bottom (after nanoGPT / DiT train.py).
+
+stage1: image stage. One random frame per sample; trains the denoising UNet, AppearanceNet,
+        pose guider G and the token embeddings E_F, E_N.
+stage2: temporal stage. T-frame windows; the stage-1 model (EMA weights if it has them) gets
+        AnimateDiff motion modules and only those train.
+
+Multi-GPU: launched by torchrun (WORLD_SIZE > 1) it wraps the model in DDP; each rank reads its
+own share of the item stream. With WORLD_SIZE unset/1 no process group is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel, compute_snr
+
+from pipeline.errors import UserError
+from trainer.checkpoint import (
+    export_pretrained,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+    set_rng_states,
+)
+from trainer.conditions import prepare_batch
+from trainer.config import TrainConfig
+from trainer.data import MixedStores, make_loader
+from trainer.model import ManiVideoModel, build_model
+
+
+class TrainingDiverged(UserError):
+    """Loss or gradient norm became NaN/inf; the message names the step and what to change."""
+
+
+def make_scheduler(cfg: TrainConfig) -> DDPMScheduler:
+    """SD1.5's noise schedule; zero-terminal-SNR rescaling and v-prediction are options."""
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type=cfg.prediction_type, clip_sample=False,
+                         rescale_betas_zero_snr=cfg.zero_terminal_snr)
+
+
+def make_optimizer(params, lr: float, eight_bit: bool) -> torch.optim.Optimizer:
+    if eight_bit:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UserError("adam8bit=true needs bitsandbytes (pip install bitsandbytes; CUDA only)") from None
+        return bnb.optim.Adam8bit(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr)  # the paper's optimiser
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMScheduler, gen: torch.Generator,
+                   cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """Loss of one micro-batch. ``model`` is the module to call (DDP wrapper or the model),
+    ``raw`` the unwrapped model (VAE access). Returns a scalar float32 tensor."""
+    cond = prepare_batch(batch, cfg.mlo_mode, cfg.tau, cfg.resolution, device)
+    b, f = cond["target"].shape[:2]
+    with autocast(cfg, device):
+        latents = raw.encode(cond["target"].flatten(0, 1)).unflatten(0, (b, f))          # B, F, 4, h, w
+        ref_latents = raw.encode(cond["refs"].flatten(0, 1)).unflatten(0, (b, -1))       # B, V, 4, h, w
+    noise = torch.randn(latents.shape, generator=gen, device=device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    with autocast(cfg, device):
+        pred = model(noisy, t, cond, ref_latents)
+    mse = (pred.float() - target).square().mean(dim=(1, 2, 3, 4))                         # B
+    if cfg.snr_gamma > 0:  # min-SNR weighting (Hang et al. 2023)
+        snr = compute_snr(scheduler, t).clamp(min=1e-8)
+        clipped = snr.clamp(max=cfg.snr_gamma)
+        mse = mse * (clipped / snr if cfg.prediction_type == "epsilon" else clipped / (snr + 1))
+    return mse.mean()
+
+
+def _micro_seed(cfg: TrainConfig, rank: int, step: int, micro: int) -> int:
+    # Noise and timesteps depend only on (seed, rank, step, micro): resuming needs no generator state.
+    return (cfg.seed * 1_000_003 + rank * 7_919 + step * 131 + micro) % (2**63)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # CPU: peak RSS of the process
+
+
+def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print) -> ManiVideoModel:
+    """Stage 1: fresh model (or ``init`` weights). Stage 2: stage-1 weights from ``init`` + motion modules."""
+    model = build_model(cfg, "stage1")
+    if init:
+        ckpt = load_checkpoint(init)
+        if ckpt["stage"] != "stage1":
+            raise UserError(f"--init {init} is a {ckpt['stage']} checkpoint; stage 2 starts from a stage-1 one")
+        used_ema = load_model_weights(model, ckpt)
+        log(f"init from {init} (step {ckpt['step']}{', EMA weights' if used_ema else ''})")
+    elif stage == "stage2":
+        log("warning: stage 2 without --init starts from a randomly initialised image model")
+    if stage == "stage2":
+        model.to_stage2()
+    return model
+
+
+def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | None = None,
+          max_steps: int | None = None, log=print) -> dict:
+    """Train ``stage`` until step cfg.steps(stage) (or ``max_steps``); returns {step, losses, checkpoint, run_dir}."""
+    # --- distributed / device ---
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    master = rank == 0
+    log = log if master else (lambda *a, **k: None)
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+
+    # Stores first: a missing store is a one-line error before anything is built or written.
+    batch, accum = cfg.batch(stage), cfg.grad_accum
+    dataset = MixedStores(cfg.stores, cfg, frames=1 if stage == "stage1" else cfg.frames)
+
+    # --- model, optimiser, EMA, schedule ---
+    ckpt = load_checkpoint(resume) if resume else None
+    if ckpt is not None and ckpt["stage"] != stage:
+        raise UserError(f"--resume {resume} is a {ckpt['stage']} checkpoint, not {stage}")
+    model = build_for_stage(cfg, stage, None if ckpt else init, log)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.to(device)
+    if cfg.mixed_precision != "no":  # the frozen VAE runs in the low precision too
+        model.vae.to(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg.lr(stage), cfg.adam8bit)
+    warm = max(1, cfg.warmup_steps)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+    ema = EMAModel(params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+    scheduler = make_scheduler(cfg)
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        lr_sched.load_state_dict(ckpt["lr_scheduler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+            ema.to(device)  # the checkpoint holds CPU tensors
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["data"]["world"] != world:
+            raise UserError(f"checkpoint was written by {ckpt['data']['world']} processes; resume with the same")
+        step = ckpt["step"]
+        set_rng_states(ckpt["rng"])
+        log(f"resumed {resume} at step {step}")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.ddp_find_unused)
+
+    # --- data: restart the item stream where the checkpoint left it ---
+    loader = make_loader(dataset, batch, start_item=step * batch * accum, rank=rank, world=world,
+                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
+
+    # --- logging ---
+    run = Path(cfg.run_dir)
+    tb = None
+    if master:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(run / "tb"))
+    total = cfg.steps(stage) if max_steps is None else max_steps  # absolute step count, also when resuming
+    log(f"{stage}: {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters, sources "
+        f"{dict(zip(dataset.sources, np.round(dataset.source_p, 3).tolist(), strict=True))}, "
+        f"batch {batch}x{accum}x{world}, steps {step} -> {total}, device {device}")
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, stage=stage, step=step, config=cfg.to_dict(), model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), lr_scheduler=lr_sched.state_dict(),
+                        ema=ema.state_dict() if ema else None, ema_names=names,
+                        scaler=scaler.state_dict() if scaler else None,
+                        data={"items_consumed": step * batch * accum, "world": world})
+
+    losses: list[float] = []
+    gen = torch.Generator(device)
+    t_log, wait, items = time.perf_counter(), 0.0, 0
+    model.train()
+    while step < total:
+        # --- one optimiser step = accum micro-steps; the reference net runs once per micro-step ---
+        loss_sum = 0.0
+        for micro in range(accum):
+            t0 = time.perf_counter()
+            raw = next(batches)
+            wait += time.perf_counter() - t0
+            gen.manual_seed(_micro_seed(cfg, rank, step, micro))
+            sync = contextlib.nullcontext() if (world == 1 or micro == accum - 1) else net.no_sync()
+            with sync:
+                loss = diffusion_loss(net, model, raw, scheduler, gen, cfg, device)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss is {loss.item()} at step {step}: lower the learning rate, "
+                                           "use bf16 instead of fp16, or check the data")
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            loss_sum += loss.item() / accum
+            items += raw["rgb"].shape[0] * world
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        if not torch.isfinite(grad_norm) and scaler is None:
+            raise TrainingDiverged(f"gradient norm is {grad_norm.item()} at step {step}: lower the learning rate "
+                                   "or set max_grad_norm")
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        lr_sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(params)
+        step += 1
+        losses.append(loss_sum)
+
+        if master and (step % cfg.log_every == 0 or step == total):
+            dt = time.perf_counter() - t_log
+            rec = {"step": step, "loss": loss_sum, "lr": lr_sched.get_last_lr()[0], "grad_norm": float(grad_norm),
+                   "samples_per_s": items / dt, "data_wait_s": wait, "peak_mem_mb": peak_memory_mb(device)}
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            for k, v in rec.items():
+                if k != "step":
+                    tb.add_scalar(f"{stage}/{k}", v, step)
+            log(f"step {step:6d}  loss {loss_sum:.4f}  grad {float(grad_norm):.3f}  "
+                f"{rec['samples_per_s']:.2f} samples/s  data wait {wait:.2f}s")
+            t_log, wait, items = time.perf_counter(), 0.0, 0
+        if master and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
+            checkpoint(run / f"{stage}_step{step:07d}.pt")
+            checkpoint(run / f"{stage}_last.pt")
+        if master and cfg.val_every and step % cfg.val_every == 0:
+            _validate(model, ema, params, dataset, cfg, device, run / "val" / f"{stage}_step{step:07d}")
+
+    final = None
+    if master:
+        final = run / f"{stage}_last.pt"
+        checkpoint(final)
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        export_pretrained(model, run / f"export_{stage}", cfg.to_dict())
+        if ema is not None:
+            ema.restore(params)
+        tb.close()
+        log(f"done: {step} steps, last loss {losses[-1] if losses else float('nan'):.4f}; checkpoint {final}; "
+            f"diffusers export {run / f'export_{stage}'}")
+    if world > 1:
+        dist.barrier()  # ranks leave together, after rank 0 has written the checkpoint
+        dist.destroy_process_group()
+    return {"step": step, "losses": losses, "checkpoint": str(final) if final else None, "run_dir": str(run)}
+
+
+def _validate(model, ema, params, dataset: MixedStores, cfg: TrainConfig, device, out: Path) -> None:
+    """A validation sample (EMA weights when EMA is on) of the stream's first store, sample 0."""
+    from trainer.sample import generate, write_outputs
+
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    try:
+        item = dataset.load(0, 0, 0)
+        result = generate(model, item, cfg, device, steps=cfg.sample_steps, seed=cfg.seed)
+        write_outputs(result, out.with_suffix(".mp4" if model.is_video else ".png"))
+    finally:
+        if ema is not None:
+            ema.restore(params)
+        model.train()
