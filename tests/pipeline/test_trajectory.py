@@ -33,19 +33,22 @@ def test_total_rotation_respects_the_limit():
         assert np.degrees(2 * np.arccos(dots)).sum() <= 90 + 1e-6
 
 
-def test_object_stays_in_view_every_frame():
-    cfg = RenderConfig()
+def _assert_in_view(cfg, seeds):
+    """Points on the canonical bounding sphere (the worst-case object) project inside the image."""
     K = intrinsics(cfg.resolution, cfg.yfov_deg)
     view = np.linalg.inv(look_at((0, 0, cfg.cam_distance)))
-    # worst case object: points on the canonical bounding sphere (radius 0.5)
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5).vertices
-    for seed in range(50):
+    for seed in seeds:
         q, t = _sim(seed, cfg)
         for pose in trajectory.object_poses(q, t):
             pts = (view @ pose @ np.c_[sphere, np.ones(len(sphere))].T).T[:, :3]
             uv = project(pts, K)
             assert (uv >= 0).all() and (uv <= cfg.resolution).all()
             assert (pts[:, 2] < -0.05).all()
+
+
+def test_object_stays_in_view_every_frame():
+    _assert_in_view(RenderConfig(), range(50))
 
 
 def test_deterministic_per_seed_and_different_across_seeds():
@@ -65,13 +68,4 @@ def test_quat_to_matrix_matches_trimesh():
 def test_in_view_even_at_the_closest_allowed_camera():
     from schemas.config import min_cam_distance
 
-    cfg = RenderConfig(cam_distance=min_cam_distance(40.0))
-    K = intrinsics(cfg.resolution, cfg.yfov_deg)
-    view = np.linalg.inv(look_at((0, 0, cfg.cam_distance)))
-    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5).vertices
-    for seed in range(20):
-        q, t = _sim(seed, cfg)
-        for pose in trajectory.object_poses(q, t):
-            pts = (view @ pose @ np.c_[sphere, np.ones(len(sphere))].T).T[:, :3]
-            uv = project(pts, K)
-            assert (uv >= 0).all() and (uv <= cfg.resolution).all()
+    _assert_in_view(RenderConfig(cam_distance=min_cam_distance(40.0)), range(20))
