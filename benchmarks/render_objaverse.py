@@ -185,7 +185,7 @@ def main() -> None:
     print(f"{'':34}{'this pipeline':>16}{'plain pyrender':>16}{'ratio':>9}")
     print(f"{'s/object, 1 process (median)':34}{mo:>16.2f}{mb:>16.2f}{mb / mo:>8.2f}x")
     print(f"{'renders/s':34}{images / mo:>16.1f}{images / mb:>16.1f}{mb / mo:>8.2f}x")
-    print(f"{'bytes/sample on disk':34}{per_sample / 2**20:>13.2f} MB{'-':>16}")
+    print(f"{'bytes/sample on disk':34}{per_sample / 2**20:>12.2f} MiB{'-':>16}")
     print(f"{'job wall, 1 worker':34}{w1:>14.1f} s  ({n1} samples)")
     print(f"{'job wall, 2 workers':34}{w2:>14.1f} s  ({n2} samples)")
     print(f"{'steady objects/s, 1 / 2 workers':34}{r1:>14.2f}  / {r2:.2f}")

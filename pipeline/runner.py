@@ -26,8 +26,10 @@ from pipeline.errors import UserError
 from pipeline.shard_task import WorkItem, process_shard
 from schemas import StoreLayout
 
+# one core per worker process: workers = cores, no oversubscription (llvmpipe, BLAS, zarr's
+# codec thread pool; blosc's own threads are set in shard_task)
 WORKER_ENV = {"PYOPENGL_PLATFORM": "egl", "LP_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-              "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+              "MKL_NUM_THREADS": "1", "ZARR_THREADING__MAX_WORKERS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 @dataclass

@@ -31,6 +31,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from numcodecs import blosc
+
 from pipeline import shard_writer
 from pipeline.errors import StepFailed
 from schemas import SchemaError, StoreLayout
@@ -143,6 +145,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
     out_path = Path(out)
     layout = StoreLayout.from_attrs(layout_attrs)
     step = resolve_step(step_ref)
+    blosc.set_nthreads(1)  # a worker is one core (see runner.WORKER_ENV)
     jpath = shard_writer.journal_path(out_path, shard)
     records = []
     with open(jpath, "a") as journal:

@@ -66,7 +66,7 @@ class ArraySpec:
     unit: str
     doc: str
     kinds: frozenset = COMMON
-    codec: str = "image"  # "image" | "depth" | "small": see pipeline.shard_writer.codecs_for
+    codec: str = "image"  # "image" | "normal" | "depth" | "small": see pipeline.shard_writer.codecs_for
 
     def resolve(self, frames: int, resolution: int, n_layers: int) -> tuple[tuple, tuple]:
         """Concrete (shape, chunk) for one sample."""
@@ -80,7 +80,8 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("rgb", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
               "target frames: rendered (Objaverse) or real camera crops (HOI)"),
     ArraySpec("mlo_normal", ("T", "L", "R", "R", 3), "uint8", (1, 1, "R", "R", 3), "(n+1)/2*255",
-              "occlusion-free camera-space normals of each layer rendered alone; 0 where absent"),
+              "occlusion-free camera-space normals of each layer rendered alone; 0 where absent",
+              codec="normal"),
     ArraySpec("mlo_depth", ("T", "L", "R", "R"), "float16", (1, 1, "R", "R"), "m (scene units for Objaverse)",
               "per-layer camera z-depth (positive, along -z_cam); 0 = layer absent at pixel",
               codec="depth"),

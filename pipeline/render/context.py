@@ -32,9 +32,18 @@ class GLContext:
         return {"renderer": GL.glGetString(GL.GL_RENDERER).decode(), "version": GL.glGetString(GL.GL_VERSION).decode()}
 
     def close(self) -> None:
-        if self.pyrender is not None:
-            self.pyrender.delete()
-            self.pyrender = None
+        """Free this context only. (pyrender's ``delete()`` also calls ``eglTerminate`` on
+        the EGL display, which every context of the process shares: it would break them all.)"""
+        if self.pyrender is None:
+            return
+        from OpenGL import EGL
+
+        platform = self.pyrender._platform
+        platform.make_current()
+        self.pyrender._renderer.delete()
+        EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
+        self.pyrender = None
 
 
 @functools.lru_cache(maxsize=2)

@@ -118,3 +118,15 @@ def test_coarse_sphere_normals_are_not_mirrored_at_the_silhouette():
     p /= np.linalg.norm(p, axis=1, keepdims=True)
     angle = np.degrees(np.arccos(np.clip((n * p).sum(axis=1), -1, 1)))
     assert angle.max() < 45, f"{(angle > 45).sum()} pixels off by more than 45 degrees"
+
+
+def test_closing_a_private_context_leaves_the_shared_one_working():
+    from pipeline.render.context import GLContext
+
+    private = GLContext(32)
+    private.close()
+    r = LayerRenderer(shared_context(R), R, near=0.05, far=50.0)
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    r.upload("s", sphere.vertices, sphere.vertex_normals, sphere.faces)
+    _, depth = r.render([[Draw("s", _translate(-2.0))]], intrinsics(R, YFOV))
+    assert (depth[0] > 0).sum() > 100
