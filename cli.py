@@ -44,6 +44,7 @@ def render_objaverse(
 ):
     """Objaverse / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
     from pipeline import objaverse_job, runner
+    from pipeline.output import check_writable
     from schemas.config import ConfigError, RenderConfig
 
     try:
@@ -57,19 +58,6 @@ def render_objaverse(
                                   str(cache_dir) if cache_dir else None, workers)
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
     typer.echo(summary.format())
-
-
-def check_writable(out: Path) -> None:
-    """One-line error unless ``out`` can be created (nothing is created here)."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--out {out}: {probe} is a file, not a folder")
-    import os
-
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {probe} is not writable")
 
 
 @app.command("inspect")

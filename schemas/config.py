@@ -100,7 +100,7 @@ class HoiConfig(_ConfigDict):
     frames: int = 16                 # T
     stride: int = 1                  # take every stride-th source frame
     resolution: int = 512            # R
-    samples_per_shard: int = 8
+    samples_per_shard: int = 0       # 0 = auto (pipeline.runner.auto_samples_per_shard, at most 8)
     crop_margin: float = 1.25        # square side = margin x the larger side of the hand-object box
     min_crop_px: int = 96            # smallest crop side in source pixels
     hand_model: str = "mano"         # "mano" (user's licensed files) or "stand-in" (not MANO)
@@ -115,8 +115,8 @@ class HoiConfig(_ConfigDict):
         _check(1 <= self.stride <= 1000, f"--stride must be in 1..1000, got {self.stride}")
         _check(16 <= self.resolution <= 4096 and self.resolution % 8 == 0,
                f"--resolution must be a multiple of 8 in 16..4096, got {self.resolution}")
-        _check(1 <= self.samples_per_shard <= 4096,
-               f"--samples-per-shard must be in 1..4096, got {self.samples_per_shard}")
+        _check(0 <= self.samples_per_shard <= 4096,
+               f"--samples-per-shard must be in 0..4096 (0 = auto), got {self.samples_per_shard}")
         _check(1.0 <= self.crop_margin <= 4.0, f"--crop-margin must be in 1..4, got {self.crop_margin}")
         _check(self.min_crop_px >= 8, "--min-crop must be >= 8 pixels")
         _check(self.hand_model in HAND_MODELS, f"--hand-model must be one of {HAND_MODELS}, got {self.hand_model!r}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.errors import UserError
+from pipeline.output import check_writable
 
 
 def _auto_gpus(workers: int, address: str | None) -> float:
@@ -37,7 +38,7 @@ def render_hoi(
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
     crop_margin: Annotated[float, typer.Option(help="crop side / hand-object box side")] = 1.25,
     fix_left_shapedirs: Annotated[bool, typer.Option(help="negate MANO_LEFT shapedirs x (DexYCB: off, as annotated)")] = False,
-    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task)")] = 8,
+    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 8")] = 0,
     seed: Annotated[int, typer.Option(help="seed (object point sampling)")] = 0,
     workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
     gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per worker; default: share local GPUs")] = None,
@@ -59,10 +60,11 @@ def render_hoi(
                         seed=seed, timeout_s=timeout).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
-    _check_writable(out)
+    check_writable(out)
     selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None}
     gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
-    job = dexycb_step.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus)
+    job = dexycb_step.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
+                                workers)
     if cfg.hand_model == "stand-in":
         typer.echo("note: hands are the stand-in hand (not MANO)", err=True)
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
@@ -81,17 +83,7 @@ def make_demo_hoi(
         raise UserError(f"--frames must be >= 3, got {frames}")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new folder")
-    _check_writable(out)
+    check_writable(out)
     make_demo(out, frames, seed)
     typer.echo(f"wrote a DexYCB-layout demo (stand-in hand (not MANO), 2 cameras, {frames} frames) to {out}\n"
                f"next: python cli.py render-hoi dexycb --root {out} --hand-model stand-in")
-
-
-def _check_writable(out: Path) -> None:
-    import os
-
-    probe = Path(out)
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{out}: {probe} is not a writable folder")

@@ -9,6 +9,7 @@ On a GPU node each worker asks Ray for ``num_gpus_per_worker`` and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pipeline.hands.model import hand_models
 from pipeline.hoi.clip_sample import ObjectModel, build_sample
 from pipeline.hoi.dexycb import DexYCBAdapter
 from pipeline.mesh_io import load_object
-from pipeline.runner import Job
+from pipeline.runner import Job, auto_samples_per_shard
 from pipeline.shard_task import WorkItem
 from schemas import LAYER_NAMES, StoreLayout
 from schemas.config import HoiConfig
@@ -68,12 +69,16 @@ def render_dexycb_item(item: WorkItem, options: dict) -> list[dict]:
 
 
 def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: dict, mano_dir: str | None,
-              num_gpus_per_worker: float = 0.0) -> Job:
-    """The Job of ``render-hoi``: lists items (UserError on a bad root/selection) and checks the hand model."""
+              num_gpus_per_worker: float = 0.0, workers: int = 1) -> Job:
+    """The Job of ``render-hoi``: lists items (UserError on a bad root/selection) and checks the hand model.
+    ``cfg.samples_per_shard == 0`` picks the shard size (HOI samples are big: at most 8)."""
     adapter = ADAPTERS[dataset]()
     selection = {**selection, "frames": cfg.frames, "stride": cfg.stride}
     hand_models(cfg.hand_model, mano_dir, cfg.fix_left_shapedirs)  # fail early, on the driver
     items = adapter.list_items(Path(root), selection)
+    if cfg.samples_per_shard == 0 and items:
+        size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, Path(out), cap=8)
+        cfg = dataclasses.replace(cfg, samples_per_shard=max(size, max(i.n_samples for i in items)))
     options = {"dataset": dataset, "root": str(Path(root).resolve()),
                "mano_dir": str(Path(mano_dir).resolve()) if mano_dir else None, "selection": selection,
                "hoi": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}  # timeouts do not change output
