@@ -56,7 +56,11 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     # mmap: an sd15 checkpoint is several GB; only what is used gets read
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    # (weights_only=False: the dict holds RNG states; load only checkpoints you trust)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # noqa: BLE001  (not a torch file, truncated, ...)
+        raise UserError(f"{path} is not a readable trainer checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a manivideo trainer checkpoint")
     return ckpt

@@ -12,6 +12,14 @@ import typer
 
 from pipeline.errors import UserError
 
+# options that define the model a checkpoint holds: a stage-2 run or a resumed run must keep them
+MODEL_KEYS = ("preset", "resolution", "block_out_channels", "layers_per_block", "attention_head_dim",
+              "norm_num_groups", "cross_attention_dim", "vae_block_out_channels", "vae_layers_per_block",
+              "vae_scale", "pose_guider_channels", "pose_guider_mode", "mlo_mode", "token_grid",
+              "embed_channels", "prediction_type", "zero_terminal_snr", "num_train_timesteps", "tau")
+# options that fix where the data stream stands at a given step (resume restarts it from step x batch x accum)
+DATA_POSITION_KEYS = ("stage1_batch", "stage2_batch", "grad_accum", "seed", "frames")
+
 
 def train(
     stage: Annotated[str, typer.Argument(help="stage1 (image) or stage2 (temporal: motion modules only)")],
@@ -35,12 +43,20 @@ def train(
         overrides.append("stores=[" + ", ".join(repr(s) for s in store) + "]")
     if run_dir:
         overrides.append(f"run_dir={run_dir}")
-    base = None
-    if resume:  # continue with the run's own config; --config / --set / --store still override it
-        from trainer.checkpoint import load_checkpoint
+    from trainer.checkpoint import load_checkpoint
 
-        base = load_checkpoint(resume)["config"]
+    # --resume continues the run's own config; stage 2 --init starts from the stage-1 run's
+    # config (the model it loads). --config / --set / --store still override, within limits.
+    source = resume or init
+    base = load_checkpoint(source)["config"] if source else None
     cfg = load_config(preset, config, overrides, base=base)
+    if base is not None:
+        fixed = MODEL_KEYS + (DATA_POSITION_KEYS if resume else ())
+        changed = [k for k in fixed if k in base and getattr(cfg, k) != base[k]]
+        if changed:
+            what = "resuming" if resume else "starting from a stage-1 checkpoint"
+            raise UserError(f"cannot change {', '.join(changed)} when {what} ({source} was trained with "
+                            f"{', '.join(f'{k}={base[k]!r}' for k in changed)})")
     summary = run_training(cfg, stage, init=str(init) if init else None, resume=str(resume) if resume else None,
                            max_steps=steps, log=typer.echo)
     if summary["checkpoint"]:  # rank 0 only under torchrun

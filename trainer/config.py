@@ -87,7 +87,7 @@ class TrainConfig:
 
     # --- logging / checkpoints / validation ---
     log_every: int = 10
-    ckpt_every: int = 1000
+    ckpt_every: int = 1000           # 0 = only the final checkpoint
     val_every: int = 1000            # 0 = no validation samples
     sample_steps: int = 25           # DDIM steps for validation and `sample`
     guidance_scale: float = 3.0
@@ -123,6 +123,13 @@ class TrainConfig:
         check(min(self.mix_objaverse, self.mix_hoi, self.mix_human) >= 0, "mix_* weights must be >= 0")
         check(0 <= self.flip_p <= 1 and 0 <= self.ref_dropout <= 1, "flip_p and ref_dropout must be in [0, 1]")
         check(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
+        # zero terminal SNR makes alphas_cumprod[T-1] = 0: an epsilon model cannot give x0 there
+        check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
+              "zero_terminal_snr needs prediction_type=v_prediction (epsilon is undefined at zero SNR)")
+        check(self.stage1_lr > 0 and self.stage2_lr > 0, "learning rates must be > 0")
+        check(self.log_every >= 1 and self.sample_steps >= 1, "log_every and sample_steps must be >= 1")
+        check(min(self.ckpt_every, self.val_every, self.num_workers, self.warmup_steps) >= 0,
+              "ckpt_every, val_every (0 = off), num_workers and warmup_steps must be >= 0")
         check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         check(self.tau > 0, "tau must be > 0")
         check(self.token_grid >= 1, "token_grid must be >= 1")
@@ -176,7 +183,11 @@ def load_config(preset: str | None = None, file: str | Path | None = None,
         path = Path(file)
         if not path.is_file():
             raise ConfigError(f"--config {path} does not exist")
-        from_file = (json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())) or {}
+        try:
+            text = path.read_text()
+            from_file = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
+        except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--config {path}: cannot parse ({str(e).splitlines()[0][:120]})") from None
         if not isinstance(from_file, dict):
             raise ConfigError(f"--config {path} must hold a mapping of option: value")
     if isinstance(overrides, dict):
@@ -202,7 +213,12 @@ def load_config(preset: str | None = None, file: str | Path | None = None,
         raise ConfigError(f"unknown config keys: {unknown}")
     if isinstance(values.get("stores"), str):
         values["stores"] = [s for s in values["stores"].split(",") if s]
-    return TrainConfig(**values).validate()
+    try:
+        return TrainConfig(**values).validate()
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"bad option value: {str(e).splitlines()[0][:160]}") from None
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -85,9 +85,16 @@ class ManiVideoModel(nn.Module):
         self.vae = vae.requires_grad_(False)
         self.unet = unet
         self.reference_unet = copy.deepcopy(unet)  # AppearanceNet starts from the same weights (Animate Anyone)
-        # Its last up block and output head never feed a reader: freeze them (no unused grads under DDP).
-        for m in (self.reference_unet.up_blocks[-1], self.reference_unet.conv_norm_out, self.reference_unet.conv_out):
-            m.requires_grad_(False)
+        # What comes after the last writer (the last transformer block's attn1 input) never feeds
+        # a reader: freeze it, so DDP sees no unused gradients. Everything before, including the
+        # last up block's resnets and norm1, does feed the readers and trains.
+        last_attn = self.reference_unet.up_blocks[-1].attentions[-1]
+        last_block = last_attn.transformer_blocks[-1]
+        frozen = [self.reference_unet.conv_norm_out, self.reference_unet.conv_out, last_attn.proj_out]
+        frozen += [m for name, m in last_block.named_children() if name != "norm1"]
+        for m in frozen:
+            if m is not None:
+                m.requires_grad_(False)
         c_h, c_f, c_o = condition_channels(cfg.mlo_mode)
         latent_c = unet.config.in_channels
         out_c = latent_c if cfg.pose_guider_mode == "latent" else unet.config.block_out_channels[0]

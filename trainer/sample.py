@@ -34,11 +34,12 @@ def load_for_sampling(path: str, device: torch.device) -> tuple[ManiVideoModel, 
 
 
 def _scheduler(cfg: TrainConfig) -> DDIMScheduler:
-    # "trailing" spacing reaches t = T-1, which zero-terminal-SNR training needs (Lin et al. 2024).
+    # "trailing" spacing starts at t = T-1 (pure noise), which zero-terminal-SNR needs (Lin et al.
+    # 2024); "leading" with few steps would start far from it (t = 750 at 4 steps).
     return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", prediction_type=cfg.prediction_type, clip_sample=False,
                          set_alpha_to_one=False, rescale_betas_zero_snr=cfg.zero_terminal_snr,
-                         timestep_spacing="trailing" if cfg.zero_terminal_snr else "leading")
+                         timestep_spacing="trailing")
 
 
 @torch.no_grad()

@@ -102,8 +102,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # CPU: peak RSS of the process
 
 
-def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print) -> ManiVideoModel:
-    """Stage 1: fresh model (or ``init`` weights). Stage 2: stage-1 weights from ``init`` + motion modules."""
+def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print,
+                    resuming: bool = False) -> ManiVideoModel:
+    """Stage 1: fresh model (or ``init`` weights). Stage 2: stage-1 weights from ``init`` + motion modules.
+    ``resuming``: the weights come from a checkpoint of this stage afterwards."""
     model = build_model(cfg, "stage1")
     if init:
         ckpt = load_checkpoint(init)
@@ -111,7 +113,7 @@ def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print) -
             raise UserError(f"--init {init} is a {ckpt['stage']} checkpoint; stage 2 starts from a stage-1 one")
         used_ema = load_model_weights(model, ckpt)
         log(f"init from {init} (step {ckpt['step']}{', EMA weights' if used_ema else ''})")
-    elif stage == "stage2":
+    elif stage == "stage2" and not resuming:
         log("warning: stage 2 without --init starts from a randomly initialised image model")
     if stage == "stage2":
         model.to_stage2()
@@ -144,12 +146,12 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt["stage"] != stage:
         raise UserError(f"--resume {resume} is a {ckpt['stage']} checkpoint, not {stage}")
-    model = build_for_stage(cfg, stage, None if ckpt else init, log)
+    model = build_for_stage(cfg, stage, None if ckpt else init, log, resuming=ckpt is not None)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(device)
-    if cfg.mixed_precision != "no":  # the frozen VAE runs in the low precision too
-        model.vae.to(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
+    # The frozen VAE keeps fp32 weights (checkpoints and the export must not round a pretrained
+    # VAE); its encode runs inside autocast, so the compute is low precision all the same.
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.lr(stage), cfg.adam8bit)

@@ -63,3 +63,57 @@ def test_train_command_runs_and_missing_store_is_exit_2(objaverse_store, tmp_pat
     assert "resumed" in again.stdout and "2 steps" in again.stdout
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2]
+
+
+def test_config_errors_are_caught_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="v_prediction"):
+        load_config(overrides=["zero_terminal_snr=true"])  # epsilon is undefined at zero SNR
+    load_config(overrides=["zero_terminal_snr=true", "prediction_type=v_prediction"])
+    for bad in (["log_every=0"], ["sample_steps=0"], ["stage1_lr=-1"], ["num_workers=-1"]):
+        with pytest.raises(ConfigError):
+            load_config(overrides=bad)
+    broken = tmp_path / "c.yaml"
+    broken.write_text("stage1_lr: [1,\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(file=broken)
+
+
+def test_stage2_init_takes_the_stage1_config_and_resume_keeps_the_data_position(objaverse_store, tmp_path):
+    run = tmp_path / "run"
+    ok = run_cli("train", "stage1", "--store", str(objaverse_store), "--run-dir", str(run), "--steps", "1",
+                 "--set", "val_every=0", "--set", "prediction_type=v_prediction")
+    assert ok.returncode == 0, ok.stderr
+    ckpt = run / "stage1_last.pt"
+    # stage 2 inherits stage 1's store, run folder and prediction type without repeating them
+    s2 = run_cli("train", "stage2", "--init", str(ckpt), "--steps", "1", "--set", "val_every=0")
+    assert s2.returncode == 0, s2.stderr
+    assert (run / "stage2_last.pt").exists() and "without --init" not in s2.stdout
+    assert torch.load(run / "stage2_last.pt", weights_only=False)["config"]["prediction_type"] == "v_prediction"
+    clash = run_cli("train", "stage2", "--init", str(ckpt), "--set", "prediction_type=epsilon")
+    assert clash.returncode == 2 and "cannot change prediction_type" in clash.stderr
+    moved = run_cli("train", "stage1", "--resume", str(ckpt), "--set", "grad_accum=4")
+    assert moved.returncode == 2 and "cannot change grad_accum" in moved.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    bad = run_cli("train", "stage1", "--resume", str(junk))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_every_trainable_reference_parameter_feeds_a_reader():
+    """AppearanceNet freezes exactly what comes after its last writer: after one backward
+    through the denoiser, every trainable reference parameter has a gradient (none unused
+    under DDP), including the last up block's resnets (the high-resolution appearance)."""
+    from tests.trainer.test_model import inputs, perturb
+    from trainer.model import build_model
+
+    model = build_model(load_config("tiny"))
+    perturb(model.pose_guider), perturb(model.geo_embed), perturb(model.mlo_embed), perturb(model.unet)
+    model(*inputs()).square().mean().backward()
+    ref = dict(model.reference_unet.named_parameters())
+    # None = outside the graph (DDP's "unused parameter"); zeros are fine (e.g. cross-attention
+    # over the reference net's constant context)
+    missing = [n for n, p in ref.items() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:5]
+    last_resnets = [p for n, p in ref.items() if n.startswith(f"up_blocks.{len(model.reference_unet.up_blocks) - 1}.resnets")]
+    assert last_resnets and all(p.requires_grad and p.grad.abs().sum() > 0 for p in last_resnets)
+    assert not any(p.requires_grad for p in model.reference_unet.conv_out.parameters())
