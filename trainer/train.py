@@ -91,6 +91,15 @@ def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMSched
     return mse.mean()
 
 
+def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
+    """True if the loss is finite on every rank: all ranks stop together (a rank that raised
+    alone would leave the others waiting in the gradient all-reduce)."""
+    ok = torch.isfinite(loss.detach()).float().reshape(1)
+    if world > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item() == 1)
+
+
 def _micro_seed(cfg: TrainConfig, rank: int, step: int, micro: int) -> int:
     # Noise and timesteps depend only on (seed, rank, step, micro): resuming needs no generator state.
     return (cfg.seed * 1_000_003 + rank * 7_919 + step * 131 + micro) % (2**63)
@@ -222,7 +231,7 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
             sync = contextlib.nullcontext() if (world == 1 or micro == accum - 1) else net.no_sync()
             with sync:
                 loss = diffusion_loss(net, model, raw, scheduler, gen, cfg, device)
-                if not torch.isfinite(loss):
+                if not _finite_everywhere(loss, world):
                     raise TrainingDiverged(f"loss is {loss.item()} at step {step}: lower the learning rate, "
                                            "use bf16 instead of fp16, or check the data")
                 scaled = loss / accum
