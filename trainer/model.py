@@ -172,11 +172,14 @@ class ManiVideoModel(nn.Module):
             self.reference_unet(x, t, encoder_hidden_states=ctx)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict, ref_latents: torch.Tensor,
-                tokens: torch.Tensor | None = None) -> torch.Tensor:
+                tokens: torch.Tensor | None = None, reuse_reference: bool = False) -> torch.Tensor:
         """noisy [B, F, 4, h, w], timesteps [B] long, cond from prepare_batch, ref_latents [B, V, 4, h, w]
-        -> model prediction (epsilon or v) [B, F, 4, h, w]. ``tokens`` may be passed precomputed."""
+        -> model prediction (epsilon or v) [B, F, 4, h, w]. ``tokens`` may be passed precomputed.
+        ``reuse_reference``: keep the bank the previous call filled for the same ``ref_latents``
+        (sampling: the reference net runs at t = 0, so its output is the same at every step)."""
         b, f = noisy.shape[:2]
-        self.run_reference(ref_latents)
+        if not (reuse_reference and self.bank.states):
+            self.run_reference(ref_latents)
         pose = self.pose_guider(cond["H"].flatten(0, 1))                    # B*F, C, h, w
         ctx = self.tokens(cond) if tokens is None else tokens                 # B*F, N, C
         x = noisy.flatten(0, 1)

@@ -66,7 +66,9 @@ def generate(model: ManiVideoModel, item: dict, cfg: TrainConfig, device: torch.
     sched = _scheduler(cfg)
     sched.set_timesteps(steps, device=device)
     for i, t in enumerate(sched.timesteps):
-        pred = model(torch.cat([latents, latents]), t.expand(2).to(device), both, refs, tokens=tokens)
+        # the reference net's inputs are fixed: fill its bank once, at the first step
+        pred = model(torch.cat([latents, latents]), t.expand(2).to(device), both, refs, tokens=tokens,
+                     reuse_reference=i > 0)
         uncond, full = pred.chunk(2)
         out = sched.step(uncond + guidance * (full - uncond), t, latents)
         # last step: the clean estimate, not x at the residual noise level of alphas_cumprod[0]

@@ -127,3 +127,16 @@ def test_stage2_adds_motion_modules_that_start_as_identity_and_alone_train():
     assert trainable and trainable == set(video.motion_parameter_names())
     with torch.no_grad():
         assert torch.allclose(video(noisy, t, cond, refs), image, atol=1e-5)  # zero-init motion output
+
+
+def test_reusing_the_reference_bank_gives_the_same_prediction_without_rerunning_it():
+    model = build_model(load_config("tiny")).eval()
+    perturb(model.unet)
+    noisy, t, cond, refs = inputs()
+    with torch.no_grad():
+        first = model(noisy, t, cond, refs)
+        fills = model.bank.fills
+        again = model(noisy * 0.5, t // 2, cond, refs, reuse_reference=True)
+        assert model.bank.fills == fills  # the reference net did not run again
+        fresh = model(noisy * 0.5, t // 2, cond, refs)
+    assert torch.allclose(again, fresh, atol=1e-6) and not torch.allclose(first, again)

@@ -66,7 +66,7 @@ def test_ddim_loop_with_an_oracle_denoiser_recovers_the_ground_truth(objaverse_s
     x0 = model.encode(prepare_batch(collate([item]))["target"][0])[None]
     ac = _scheduler(cfg).alphas_cumprod
 
-    def oracle(noisy, t, cond, refs, tokens=None):
+    def oracle(noisy, t, cond, refs, tokens=None, reuse_reference=False):
         a = ac[t[0]].item()
         eps = (noisy - a**0.5 * x0) / (1 - a) ** 0.5
         return eps if prediction == "epsilon" else a**0.5 * eps - (1 - a) ** 0.5 * x0
