@@ -119,12 +119,16 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # usage errors (missing option, bad value, unknown command) from click, or from the copy
+        # of click that typer vendors: one line, their own exit code (2)
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `python cli.py`: the help
             e.show()
-            sys.exit(e.exit_code)
+            sys.exit(0)
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            lines = e.format_message().splitlines() or [type(e).__name__]
+            typer.echo(f"error: {lines[0]}", err=True)
+            sys.exit(e.exit_code or 2)
         raise
 
 

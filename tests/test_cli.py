@@ -28,6 +28,10 @@ def cli(*args, **kw):
     (["render-objaverse", "--source", "builtin", "--out", "{file}/store.zarr"], "is a file"),
     (["inspect", "{tmp}/nothing"], "no such store"),
     (["export-sample", "{tmp}", "0", "{tmp}/x.npz"], "not a store"),
+    (["render-hoi", "dexycb"], "Missing option '--root'"),
+    (["render-objaverse", "--frames", "abc"], "Invalid value for '--frames'"),
+    (["no-such-command"], "No such command"),
+    (["render-hoi", "arctic", "--root", "{tmp}"], "unknown dataset"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     (tmp_path / "a-file").write_text("x")
