@@ -56,10 +56,6 @@ class HandModel:
                                dtype=torch.float64)
         return model.eval()
 
-    @property
-    def is_standin(self) -> bool:
-        return self.name == STANDIN_NAME
-
     # -- parameters -------------------------------------------------------------------
     def pca_to_pose(self, global_orient: np.ndarray, pca: np.ndarray) -> np.ndarray:
         """Absolute pose [N,48] from global axis-angle [N,3] and 45 PCA coefficients [N,45]

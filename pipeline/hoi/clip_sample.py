@@ -29,7 +29,7 @@ from pipeline.hoi.mlo import HandTrack, ObjectTrack, render_mlo
 from pipeline.mesh_io import CanonicalObject
 from pipeline.objaverse_sample import object_points, reference_views
 from pipeline.render.cameras import project
-from schemas import HANDS, LAYER_NAMES
+from schemas import HANDS
 from schemas.config import HoiConfig
 from schemas.store import MANO_BETAS_DIM, N_JOINTS
 
@@ -149,6 +149,3 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         "joints_3d": j3,
         "joints_2d": j2,
     }
-
-
-assert len(LAYER_NAMES) == 13
