@@ -43,7 +43,8 @@ def render_objaverse(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Objaverse / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
-    from pipeline import objaverse_job, runner
+    from pipeline.engine import runner
+    from pipeline.objaverse import job as objaverse_job
     from pipeline.output import check_writable
     from schemas.config import ConfigError, RenderConfig
 

@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
 from pipeline.hands.model import standin_hand  # noqa: E402
-from pipeline.hoi.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals  # noqa: E402
 from pipeline.render.cameras import intrinsics  # noqa: E402
 from pipeline.render.context import shared_context  # noqa: E402
 from pipeline.render.layers import LayerRenderer  # noqa: E402
+from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals  # noqa: E402
 from schemas import HAND_PARTS, LAYER_NAMES  # noqa: E402
 
 R, REPEATS = 512, 9

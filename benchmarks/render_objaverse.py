@@ -35,7 +35,7 @@ from schemas.config import RenderConfig  # noqa: E402
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:
-    from pipeline.sources.builtin import builtin_uids, write_builtin
+    from pipeline.objaverse.sources.builtin import builtin_uids, write_builtin
 
     base = [write_builtin(uid, folder / "base") for uid in builtin_uids()]
     out = []
@@ -49,7 +49,8 @@ def demo_meshes(folder: Path, n: int) -> list[Path]:
 
 def pipeline_seconds(paths, cfg) -> list[float]:
     from pipeline.mesh_io import load_object
-    from pipeline.objaverse_sample import render_object, worker_renderers
+    from pipeline.objaverse.sample import render_object
+    from pipeline.render.workers import worker_renderers
 
     renderers = worker_renderers(cfg.resolution, cfg.yfov_deg)
     times = []
@@ -86,9 +87,9 @@ def baseline_seconds(paths, cfg) -> list[float]:
     import pyrender
     import trimesh
 
-    from pipeline import trajectory
-    from pipeline.objaverse_sample import sample_rng
+    from pipeline.objaverse import trajectory
     from pipeline.render.cameras import look_at, reference_view_poses
+    from pipeline.seeding import sample_rng
     from schemas import REF_VIEW_NAMES
 
     r = _baseline_renderer(cfg.resolution)
@@ -142,7 +143,8 @@ def job_seconds(folder: Path, out: Path, cfg, workers: int) -> tuple[float, floa
 
     import ray
 
-    from pipeline import objaverse_job, runner, shard_writer
+    from pipeline.engine import runner, shard_writer
+    from pipeline.objaverse import job as objaverse_job
 
     if ray.is_initialized():
         ray.shutdown()
@@ -171,7 +173,7 @@ def main() -> None:
         paths = demo_meshes(tmp, args.objects)
         ours, base = interleaved_seconds(paths[:5], cfg, args.repeats)
         images = 3 * cfg.frames + 6  # rgb + normal + depth per frame, six reference views
-        from pipeline.shard_writer import store_bytes
+        from pipeline.engine.shard_writer import store_bytes
 
         w1, r1, n1 = job_seconds(tmp / "objects", tmp / "w1.zarr", cfg, 1)
         w2, r2, n2 = job_seconds(tmp / "objects", tmp / "w2.zarr", cfg, 2)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import shard_writer
+from pipeline.engine import shard_writer
 from pipeline.errors import UserError
 from schemas.reader import StoreReader
 from schemas.store import SchemaError

@@ -42,6 +42,7 @@ class StoreReader:
         self.layout = StoreLayout.from_attrs(attrs)
         self._rows: list[int] = []
         self._keys: list[str] = []
+        self._attrs: list[dict] = []
         self._failures: list[dict] = []
         shard_dir = self.path / SHARDS_DIR
         names = sorted(e.name for e in os.scandir(shard_dir) if e.name.endswith(".json")) if shard_dir.exists() else []
@@ -51,6 +52,7 @@ class StoreReader:
                 if rec["ok"]:
                     self._rows.extend(rec["rows"])
                     self._keys.extend([rec["key"]] * len(rec["rows"]))
+                    self._attrs.extend(rec.get("attrs") or [{}] * len(rec["rows"]))
                 else:
                     self._failures.append(rec)
         self.n_shards_complete = len(names)
@@ -85,6 +87,11 @@ class StoreReader:
         """The item id (object uid, sequence/camera) of sample i."""
         self.row(i)
         return self._keys[i]
+
+    def attrs(self, i: int) -> dict:
+        """Per-sample attributes of sample i (``schemas.store.SAMPLE_ATTRS``); {} if none."""
+        self.row(i)
+        return dict(self._attrs[i])
 
     def failures(self) -> list[dict]:
         """Failed items of completed shards: dicts with key, stage, reason."""

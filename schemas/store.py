@@ -18,6 +18,11 @@ carries (``layers`` attribute, a subset of ``LAYER_NAMES`` in that order); the t
 zero-fills the others. Inside a stored layer, a frame where the layer is absent is an
 all-zero chunk, which Zarr does not write to disk (``write_empty_chunks=False``).
 
+Per-sample attributes: a sample may carry ``SAMPLE_ATTRS`` ("attrs"), a small JSON-able
+dict of figures about it (quality measures, label agreement, source ids). It is not an
+array: the writer keeps it in the shard's completion marker beside the sample's row, and
+``StoreReader.attrs(i)`` returns it.
+
 Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning.
 """
 
@@ -47,6 +52,9 @@ COMMON = frozenset(STORE_KINDS)
 HOI = frozenset({"hoi"})
 
 
+SAMPLE_ATTRS = "attrs"
+
+
 class SchemaError(ValueError):
     """A store or a sample does not follow the contract. The message is one line."""
 
@@ -66,7 +74,7 @@ class ArraySpec:
     unit: str
     doc: str
     kinds: frozenset = COMMON
-    codec: str = "image"  # "image" | "normal" | "depth" | "small": see pipeline.shard_writer.codecs_for
+    codec: str = "image"  # "image" | "normal" | "depth" | "small": see pipeline.engine.shard_writer.codecs_for
 
     def resolve(self, frames: int, resolution: int, n_layers: int) -> tuple[tuple, tuple]:
         """Concrete (shape, chunk) for one sample."""
@@ -194,7 +202,9 @@ def validate_sample(layout: StoreLayout, sample: Mapping[str, np.ndarray]) -> No
             raise SchemaError(f"{spec.name}: dtype {arr.dtype}, contract says {spec.dtype}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise SchemaError(f"{spec.name}: contains NaN or inf")
-    extra = set(sample) - {a.name for a in layout.arrays}
+    if not isinstance(sample.get(SAMPLE_ATTRS, {}), Mapping):
+        raise SchemaError(f"sample {SAMPLE_ATTRS!r} must be a dict")
+    extra = set(sample) - {a.name for a in layout.arrays} - {SAMPLE_ATTRS}
     if extra:
         raise SchemaError(f"sample has arrays outside the contract: {sorted(extra)}")
     q = np.asarray(sample["obj_rot"], dtype=np.float64)

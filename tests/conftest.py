@@ -22,7 +22,7 @@ def ray_cluster():
     """One local Ray cluster (2 CPUs) for the whole test session; the runner reuses it."""
     import ray
 
-    from pipeline.runner import _init_ray
+    from pipeline.engine.runner import _init_ray
 
     started = _init_ray(2, None)
     yield ray
@@ -33,7 +33,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def builtin_dir(tmp_path_factory) -> Path:
     """The built-in demo objects written as GLB files."""
-    from pipeline.sources.builtin import builtin_uids, write_builtin
+    from pipeline.objaverse.sources.builtin import builtin_uids, write_builtin
 
     folder = tmp_path_factory.mktemp("builtin")
     for uid in builtin_uids():

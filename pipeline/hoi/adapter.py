@@ -10,7 +10,14 @@ Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
   * ``K`` [3,3]: intrinsics of ``images``, OpenCV pixel convention (pixel i's centre at i);
   * hand ``pose`` [T,48]: absolute axis-angle (``hands_mean`` included, PCA already
     converted with the hand model's ``hands_components``), ``trans`` [T,3] m, ``betas`` [10];
-  * ``object_poses`` [T,4,4]: object-file frame (metres) -> camera;
+  * ``object_poses`` [T,4,4]: object-file frame (metres) -> camera; this places the object
+    *at rest* (``object_mesh`` as the file holds it), which is what ``obj_rot``/``obj_trans``
+    store and what reference views and points show;
+  * ``object_parts`` (optional): the object layer as rigid parts when it is not simply
+    ``object_mesh`` moved by ``object_poses`` -- an articulated object (ARCTIC: top and
+    bottom, the top turned by the articulation angle) or several manipulated objects sharing
+    the one object layer. Each part: vertices [V,3] metres in its own frame, faces [F,3],
+    poses [T,4,4] part -> camera (OpenCV). When given, the layer (and the crop) use the parts;
   * frames where a hand / the object is not annotated have ``valid`` False.
 """
 
@@ -22,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.shard_task import WorkItem
+from pipeline.engine.shard_task import WorkItem
 
 
 @dataclass
@@ -33,6 +40,17 @@ class HandClip:
     betas: np.ndarray
     trans: np.ndarray
     valid: np.ndarray
+
+
+@dataclass
+class ObjectPart:
+    """One rigid part of the object layer: vertices [V,3] (metres, part frame), faces [F,3]
+    int, poses [T,4,4] part -> camera (OpenCV)."""
+
+    name: str
+    vertices: np.ndarray
+    faces: np.ndarray
+    poses: np.ndarray
 
 
 @dataclass
@@ -48,6 +66,9 @@ class ClipData:
     object_poses: np.ndarray         # [T,4,4] object -> camera (OpenCV)
     object_valid: np.ndarray         # [T] bool
     extras: dict = field(default_factory=dict)
+    object_parts: list[ObjectPart] | None = None  # the layer as rigid parts (articulated / several objects)
+    joints_label: dict[str, np.ndarray] | None = None  # side -> [T,21,3] dataset 3D joint labels (OpenCV, m),
+    #   NaN where a frame has none; compared with our MANO joints (``--max-joint-error-mm``)
 
 
 class HoiAdapter(Protocol):

@@ -25,10 +25,10 @@ from scipy.spatial.transform import Rotation
 from pipeline.hands.model import GL_FROM_CV, HandModel, cv_to_gl
 from pipeline.hoi import crop
 from pipeline.hoi.adapter import ClipData
-from pipeline.hoi.mlo import HandTrack, ObjectTrack, render_mlo
 from pipeline.mesh_io import CanonicalObject
-from pipeline.objaverse_sample import object_points, reference_views
+from pipeline.object_refs import object_points, reference_views
 from pipeline.render.cameras import project
+from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
 from schemas import HANDS
 from schemas.config import HoiConfig
 from schemas.store import MANO_BETAS_DIM, N_JOINTS
@@ -57,6 +57,15 @@ class ObjectModel:
         return cls(obj, v, np.asarray(obj.mesh.vertex_normals), np.asarray(obj.mesh.faces), views, pts, nrm)
 
 
+def _object_parts(clip: ClipData, obj: ObjectModel | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vertices [V,3] m, poses [T,4,4] OpenCV) of each rigid part of the object layer."""
+    if obj is None:
+        return []
+    if clip.object_parts is None:
+        return [(obj.vertices, clip.object_poses)]
+    return [(np.asarray(p.vertices, np.float64), np.asarray(p.poses, np.float64)) for p in clip.object_parts]
+
+
 def _hand_geometry(clip: ClipData, models: dict[str, HandModel]):
     """Per side: (vertices_cv [T,V,3], joints_cv [T,21,3], valid [T]) for the sides in the clip."""
     out = {}
@@ -78,11 +87,13 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         if valid.any():
             pts.append(verts[valid].reshape(-1, 3))
     obj_valid = np.asarray(clip.object_valid, bool) & (obj is not None)
-    if obj is not None and obj_valid.any():
-        sub = obj.vertices[:: max(1, len(obj.vertices) // 2000)]
-        for t in np.flatnonzero(obj_valid):
-            P = clip.object_poses[t]
-            pts.append(sub @ P[:3, :3].T + P[:3, 3])
+    parts = _object_parts(clip, obj)
+    if parts and obj_valid.any():
+        for verts, poses in parts:
+            sub = verts[:: max(1, len(verts) // 2000)]
+            for t in np.flatnonzero(obj_valid):
+                P = poses[t]
+                pts.append(sub @ P[:3, :3].T + P[:3, 3])
     pts2d = np.zeros((0, 2))
     if pts:
         p = np.concatenate(pts)
@@ -94,8 +105,11 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
 
     tracks = {s: HandTrack(models[s], verts * np.array([1.0, -1.0, -1.0]), valid) for s, (verts, _, valid) in hands.items()}
     otrack = None
-    if obj is not None:
+    if obj is not None and clip.object_parts is None:
         otrack = ObjectTrack(obj.vertices, obj.normals, obj.faces, GL4 @ clip.object_poses, obj_valid)
+    elif obj is not None:
+        otrack = [ObjectTrack(p.vertices, vertex_normals(p.vertices, p.faces), p.faces, GL4 @ p.poses, obj_valid)
+                  for p in clip.object_parts]
     normal, depth = render_mlo(layer_renderer, K, T, otrack, tracks)
 
     mano_pose = np.zeros((T, 2, 48), np.float32)

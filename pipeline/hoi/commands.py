@@ -48,12 +48,12 @@ def render_hoi(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Hand-object dataset -> an HOI store: RGB crops, 13 MLO layers, object views/points, MANO, joints."""
-    from pipeline import runner
-    from pipeline.hoi import dexycb_step
+    from pipeline.engine import runner
+    from pipeline.hoi import job as hoi_job
+    from pipeline.hoi.datasets import get_adapter
     from schemas.config import ConfigError, HoiConfig
 
-    if dataset not in dexycb_step.ADAPTERS:
-        raise UserError(f"unknown dataset {dataset!r}; available: {', '.join(dexycb_step.ADAPTERS)}")
+    get_adapter(dataset)  # unknown name: one line naming the choices
     try:
         cfg = HoiConfig(frames=frames, stride=stride, resolution=resolution, samples_per_shard=samples_per_shard,
                         crop_margin=crop_margin, hand_model=hand_model, fix_left_shapedirs=fix_left_shapedirs,
@@ -63,7 +63,7 @@ def render_hoi(
     check_writable(out)
     selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None}
     gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
-    job = dexycb_step.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
+    job = hoi_job.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
                                 workers)
     if cfg.hand_model == "stand-in":
         typer.echo("note: hands are the stand-in hand (not MANO)", err=True)
@@ -72,18 +72,21 @@ def render_hoi(
 
 
 def make_demo_hoi(
-    out: Annotated[Path, typer.Argument(help="folder to write the synthetic DexYCB-layout dataset into")],
+    out: Annotated[Path, typer.Argument(help="folder to write the synthetic dataset into")],
+    layout: Annotated[str, typer.Option(help="on-disk layout to write: a dataset name of render-hoi")] = "dexycb",
     frames: Annotated[int, typer.Option(help="frames in the sequence")] = 12,
     seed: Annotated[int, typer.Option(help="seed (background noise)")] = 0,
 ):
-    """A small synthetic dataset in the exact DexYCB layout (stand-in hands, not MANO; 2 cameras)."""
-    from pipeline.hoi.demo_dexycb import make_demo
+    """A small synthetic dataset in a dataset's exact on-disk layout (stand-in hands, not MANO)."""
+    from pipeline.hoi import demo
 
+    if layout not in demo.LAYOUTS:
+        raise UserError(f"unknown --layout {layout!r}; available: {', '.join(demo.LAYOUTS)}")
     if frames < 3:
         raise UserError(f"--frames must be >= 3, got {frames}")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new folder")
     check_writable(out)
-    make_demo(out, frames, seed)
-    typer.echo(f"wrote a DexYCB-layout demo (stand-in hand (not MANO), 2 cameras, {frames} frames) to {out}\n"
-               f"next: python cli.py render-hoi dexycb --root {out} --hand-model stand-in")
+    demo.make_demo(layout, out, frames, seed)
+    typer.echo(f"wrote a {layout}-layout demo (stand-in hand (not MANO), {frames} frames) to {out}\n"
+               f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in")

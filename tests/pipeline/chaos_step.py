@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from pipeline.objaverse_job import objaverse_step
+from pipeline.objaverse.job import objaverse_step
 
 
 def chaos_step(item, options):

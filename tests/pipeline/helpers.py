@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline import objaverse_job
+from pipeline.objaverse import job as objaverse_job
 from schemas.config import RenderConfig
 
 SMALL = dict(frames=4, resolution=64, samples_per_shard=2)

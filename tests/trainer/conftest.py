@@ -24,7 +24,8 @@ FRAMES, RES = 4, 64
 
 @pytest.fixture(scope="session")
 def objaverse_store(ray_cluster, tmp_path_factory) -> Path:
-    from pipeline import objaverse_job, runner
+    from pipeline.engine import runner
+    from pipeline.objaverse import job as objaverse_job
     from schemas.config import RenderConfig
 
     out = tmp_path_factory.mktemp("stores") / "objaverse.zarr"
@@ -68,7 +69,7 @@ def _disc_sample(layout: StoreLayout, rng: np.random.Generator) -> dict:
 
 
 def write_hoi_store(out: Path, layers: tuple[str, ...], n: int = 2, seed: int = 0) -> Path:
-    from pipeline import shard_writer
+    from pipeline.engine import shard_writer
 
     layout = StoreLayout(kind="hoi", frames=FRAMES, resolution=RES, layers=layers, samples_per_shard=n)
     shard_writer.create_store(out, layout, 1, {"title": "trainer test store"})
@@ -82,16 +83,16 @@ def write_hoi_store(out: Path, layers: tuple[str, ...], n: int = 2, seed: int = 
 @pytest.fixture(scope="session")
 def hoi_store(ray_cluster, tmp_path_factory) -> Path:
     """The HOI pipeline itself: its DexYCB-layout demo (stand-in hands) through render-hoi."""
-    from pipeline import runner
-    from pipeline.hoi import dexycb_step
-    from pipeline.hoi.demo_dexycb import make_demo
+    from pipeline.engine import runner
+    from pipeline.hoi import job as hoi_job
+    from pipeline.hoi.demo.dexycb import make_demo
     from schemas.config import HoiConfig
 
     root = tmp_path_factory.mktemp("dexycb")
     make_demo(root, FRAMES, 0)
     out = tmp_path_factory.mktemp("stores") / "hoi.zarr"
     cfg = HoiConfig(frames=FRAMES, resolution=RES, samples_per_shard=2, hand_model="stand-in").validate()
-    job = dexycb_step.build_job("dexycb", root, out, cfg, {"subjects": None, "sequences": None, "cameras": None},
+    job = hoi_job.build_job("dexycb", root, out, cfg, {"subjects": None, "sequences": None, "cameras": None},
                                 None, 0.0)
     runner.run(job, 1, progress=False)
     return out

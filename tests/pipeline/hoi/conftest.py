@@ -11,7 +11,7 @@ FRAMES, RES = 4, 96
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    from pipeline.hoi.demo_dexycb import make_demo
+    from pipeline.hoi.demo.dexycb import make_demo
 
     return make_demo(tmp_path_factory.mktemp("dexycb") / "demo", n_frames=12)
 

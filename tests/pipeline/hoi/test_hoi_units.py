@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.hoi.adapter import frame_windows
 from pipeline.hoi.crop import crop_box, crop_image, crop_intrinsics
-from pipeline.hoi.dexycb import _masked_median
+from pipeline.hoi.datasets.dexycb import _masked_median
 
 
 def test_frame_windows():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.hoi.demo_dexycb import SEQUENCE, SERIALS, SUBJECT
+from pipeline.hoi.demo.dexycb import SEQUENCE, SERIALS, SUBJECT
 from schemas import LAYER_NAMES, validate_sample
 from schemas.occlusion import occlusion_confidence
 from schemas.reader import StoreReader
@@ -148,7 +148,7 @@ def test_bad_options_raise_user_errors(tmp_path, demo_root, bad):
 def test_mano_files_give_the_same_samples_as_the_hand_they_encode(tmp_path, demo_root):
     """--hand-model mano with (fake) MANO files made from the stand-in: DexYCB PCA pose_m ->
     smplx gives the same layers and joints; as-shipped left shapedirs change the left hand."""
-    from pipeline.hoi.dexycb_step import build_job, render_dexycb_item
+    from pipeline.hoi.job import build_job, render_hoi_item
     from schemas.config import HoiConfig
     from tests.pipeline.hands.fake_mano import write_fake_mano
 
@@ -159,7 +159,7 @@ def test_mano_files_give_the_same_samples_as_the_hand_they_encode(tmp_path, demo
         cfg = HoiConfig(frames=FRAMES, resolution=64, hand_model=model, fix_left_shapedirs=fix).validate()
         job = build_job("dexycb", demo_root, tmp_path / "x.zarr", cfg, sel, str(mano) if model == "mano" else None)
         assert len(job.items) == 1 and job.items[0].n_samples == 3
-        runs[name] = render_dexycb_item(job.items[0], job.options)[0]
+        runs[name] = render_hoi_item(job.items[0], job.options)[0]
     a, b, c = runs["standin"], runs["mano_fixed"], runs["mano"]
     np.testing.assert_allclose(a["joints_3d"], b["joints_3d"], atol=1e-5)
     np.testing.assert_array_equal(a["layer_present"], b["layer_present"])

@@ -6,10 +6,10 @@ import pytest
 import trimesh
 
 from pipeline.hands.model import standin_hand
-from pipeline.hoi.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
 from pipeline.render.cameras import intrinsics, project
 from pipeline.render.context import shared_context
 from pipeline.render.layers import Draw, LayerRenderer
+from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
 from schemas import LAYER_NAMES
 from schemas.occlusion import occlusion_confidence
 

@@ -11,15 +11,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from pipeline.engine.runner import Job, auto_samples_per_shard
+from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.mesh_io import load_object
-from pipeline.objaverse_sample import objaverse_layout, render_object, worker_renderers
-from pipeline.runner import Job, auto_samples_per_shard
-from pipeline.shard_task import WorkItem
-from pipeline.sources import builtin, local, objaverse_source
+from pipeline.objaverse.sample import objaverse_layout, render_object
+from pipeline.objaverse.sources import builtin, local, objaverse_source
+from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
 
-STEP = "pipeline.objaverse_job:objaverse_step"
+STEP = "pipeline.objaverse.job:objaverse_step"
 
 
 def list_items(source: str, limit: int | None = None, uids_file: str | None = None, lvis: list[str] | None = None,

@@ -1,7 +1,7 @@
 import numpy as np
 import trimesh
 
-from pipeline import trajectory
+from pipeline.objaverse import trajectory
 from pipeline.render.cameras import intrinsics, look_at, project
 from schemas.config import RenderConfig
 

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import runner
+from pipeline.engine import runner
 from pipeline.mesh_io import load_object
-from pipeline.objaverse_sample import render_object, worker_renderers
-from pipeline.sources.builtin import builtin_uids
+from pipeline.objaverse.sample import render_object
+from pipeline.objaverse.sources.builtin import builtin_uids
+from pipeline.render.workers import worker_renderers
 from schemas import validate_sample
 from schemas.reader import StoreReader
 from tests.pipeline.helpers import small_job
@@ -92,7 +93,7 @@ def test_rerun_skips_completed_shards_and_refuses_other_arguments(ray_cluster, t
 
 
 def test_plan_never_splits_an_item_across_shards():
-    from pipeline.shard_writer import plan_shards
+    from pipeline.engine.shard_writer import plan_shards
 
     assert plan_shards([2, 2, 1, 3, 1], 4) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError):
@@ -129,8 +130,8 @@ def test_duplicate_item_keys_are_refused(tmp_path):
 
 
 def test_a_finished_shard_is_not_redone_by_a_late_attempt(ray_cluster, tmp_path):
-    from pipeline import shard_writer
-    from pipeline.shard_task import process_shard
+    from pipeline.engine import shard_writer
+    from pipeline.engine.shard_task import process_shard
 
     job, _ = small_job(tmp_path / "s.zarr", samples_per_shard=5)
     runner.run(job, workers=1, progress=False)

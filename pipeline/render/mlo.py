@@ -62,12 +62,25 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def layer_tiles(n_frames: int, obj: ObjectTrack | None, hands: dict[str, HandTrack]) -> list[tuple[int, int, list[Draw]]]:
-    """(frame, layer index, draws) of every tile that has something to draw."""
+def object_parts(obj: ObjectTrack | list[ObjectTrack] | None) -> list[ObjectTrack]:
+    """The object layer as a list of rigid parts: one track (a rigid object), several (an
+    articulated object's parts, or several manipulated objects sharing the one object layer),
+    or none."""
+    if obj is None:
+        return []
+    return list(obj) if isinstance(obj, (list, tuple)) else [obj]
+
+
+def layer_tiles(n_frames: int, obj: ObjectTrack | list[ObjectTrack] | None,
+                hands: dict[str, HandTrack]) -> list[tuple[int, int, list[Draw]]]:
+    """(frame, layer index, draws) of every tile that has something to draw. The object tile
+    of frame t draws every object part valid at t, with that part's own transform."""
     tiles = []
+    parts = object_parts(obj)
     for t in range(n_frames):
-        if obj is not None and obj.valid[t]:
-            tiles.append((t, 0, [Draw(OBJECT_MESH, obj.modelviews[t])]))
+        draws = [Draw(f"{OBJECT_MESH}_{i}", p.modelviews[t]) for i, p in enumerate(parts) if p.valid[t]]
+        if draws:
+            tiles.append((t, 0, draws))
         for side in HANDS:
             track = hands.get(side)
             if track is None or not track.valid[t]:
@@ -81,30 +94,37 @@ def layer_tiles(n_frames: int, obj: ObjectTrack | None, hands: dict[str, HandTra
     return tiles
 
 
-def upload_clip(renderer: LayerRenderer, obj: ObjectTrack | None, hands: dict[str, HandTrack]) -> None:
-    """Upload the object and each hand's T posed copies (one mesh per hand)."""
-    if obj is not None:
-        renderer.upload(OBJECT_MESH, obj.vertices, obj.normals, obj.faces)
+def upload_clip(renderer: LayerRenderer, obj: ObjectTrack | list[ObjectTrack] | None,
+                hands: dict[str, HandTrack]) -> list[str]:
+    """Upload the object parts and each hand's T posed copies (one mesh per hand); returns
+    the uploaded mesh names."""
+    names = []
+    for i, part in enumerate(object_parts(obj)):
+        renderer.upload(f"{OBJECT_MESH}_{i}", part.vertices, part.normals, part.faces)
+        names.append(f"{OBJECT_MESH}_{i}")
     for side, track in hands.items():
         T, V = track.vertices.shape[:2]
         faces = track.model.faces
         normals = vertex_normals(track.vertices, faces)
         all_faces = (faces[None] + (np.arange(T) * V)[:, None, None]).reshape(-1, 3)
         renderer.upload(f"hoi_hand_{side}", track.vertices.reshape(-1, 3), normals.reshape(-1, 3), all_faces)
+        names.append(f"hoi_hand_{side}")
+    return names
 
 
-def render_mlo(renderer: LayerRenderer, K: np.ndarray, n_frames: int, obj: ObjectTrack | None,
+def render_mlo(renderer: LayerRenderer, K: np.ndarray, n_frames: int, obj: ObjectTrack | list[ObjectTrack] | None,
                hands: dict[str, HandTrack]) -> tuple[np.ndarray, np.ndarray]:
-    """normal uint8 [T,13,R,R,3] ((n+1)/2*255, 0 absent) and depth float32 [T,13,R,R] (m, 0 absent)."""
+    """normal uint8 [T,13,R,R,3] ((n+1)/2*255, 0 absent) and depth float32 [T,13,R,R] (m, 0 absent).
+    ``obj``: the object layer, one rigid track or a list of rigid parts (see ``object_parts``)."""
     R, L = renderer.resolution, len(LAYER_NAMES)
     normal = np.zeros((n_frames * L, R, R, 3), np.uint8)
     depth = np.zeros((n_frames * L, R, R), np.float32)
-    upload_clip(renderer, obj, hands)
+    names = upload_clip(renderer, obj, hands)
     try:
         tiles = layer_tiles(n_frames, obj, hands)
         if tiles:
             renderer.render([d for _, _, d in tiles], K, out=(normal, depth), slots=[t * L + k for t, k, _ in tiles])
     finally:
-        for name in [OBJECT_MESH] + [f"hoi_hand_{s}" for s in hands]:
+        for name in names:
             renderer.delete(name)
     return normal.reshape(n_frames, L, R, R, 3), depth.reshape(n_frames, L, R, R)

@@ -33,9 +33,10 @@ from pathlib import Path
 
 from numcodecs import blosc
 
-from pipeline import shard_writer
+from pipeline.engine import shard_writer
 from pipeline.errors import StepFailed
 from schemas import SchemaError, StoreLayout
+from schemas.store import SAMPLE_ATTRS
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,9 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                     if not _same_store(out_path, nonce):
                         return stale
                     shard_writer.write_samples(arrays, layout, rows, samples)
+                    attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
+                    if any(attrs):
+                        rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)
             except StepFailed as e:
                 rec.update(ok=False, stage=e.stage, reason=e.reason)
             except SchemaError as e:

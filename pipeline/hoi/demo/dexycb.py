@@ -25,8 +25,8 @@ from scipy.spatial.transform import Rotation
 
 from pipeline.hands.model import standin_hand, transform_mano
 from pipeline.hands.standin import mirror_pose
-from pipeline.hoi.demo_objects import write_model
-from pipeline.hoi.dexycb import HAND_SEG, YCB_CLASSES
+from pipeline.hoi.datasets.dexycb import HAND_SEG, YCB_CLASSES
+from pipeline.hoi.demo.objects import write_model
 
 SUBJECT, SEQUENCE = "20200709-subject-01", "20200709_141754"
 SERIALS = ("836212060125", "839512060362")
@@ -100,9 +100,9 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
     import pyrender
     import trimesh
 
-    from pipeline.hoi.mlo import vertex_normals
     from pipeline.render.context import GLContext
     from pipeline.render.layers import Draw, LayerRenderer
+    from pipeline.render.mlo import vertex_normals
 
     out = Path(out)
     rng = np.random.default_rng(seed)

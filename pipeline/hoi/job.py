@@ -1,7 +1,7 @@
-"""render-hoi dexycb as a Job: items listed on the driver, each rendered inside a Ray worker.
+"""render-hoi DATASET as a Job: items listed on the driver, each rendered inside a Ray worker.
 
 Worker state kept between items (module-level caches): the EGL context and renderers
-(``objaverse_sample.worker_renderers``: one context, LayerRenderer, RGBRenderer), the hand
+(``render.workers.worker_renderers``: one context, LayerRenderer, RGBRenderer), the hand
 models, and the last few object models (loaded, canonicalised, reference views, points).
 On a GPU node each worker asks Ray for ``num_gpus_per_worker`` and
 ``pipeline.render.egl.select_egl_device`` maps its CUDA device to the EGL device.
@@ -13,18 +13,17 @@ import dataclasses
 import functools
 from pathlib import Path
 
+from pipeline.engine.runner import Job, auto_samples_per_shard
+from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed
 from pipeline.hands.model import hand_models
 from pipeline.hoi.clip_sample import ObjectModel, build_sample
-from pipeline.hoi.dexycb import DexYCBAdapter
+from pipeline.hoi.datasets import get_adapter
 from pipeline.mesh_io import load_object
-from pipeline.runner import Job, auto_samples_per_shard
-from pipeline.shard_task import WorkItem
 from schemas import LAYER_NAMES, StoreLayout
 from schemas.config import HoiConfig
 
-STEP = "pipeline.hoi.dexycb_step:render_dexycb_item"
-ADAPTERS = {"dexycb": DexYCBAdapter}
+STEP = "pipeline.hoi.job:render_hoi_item"
 
 
 def hoi_layout(cfg: HoiConfig) -> StoreLayout:
@@ -34,19 +33,19 @@ def hoi_layout(cfg: HoiConfig) -> StoreLayout:
 
 @functools.lru_cache(maxsize=4)
 def _object_model(path: str, uid: str, cfg: HoiConfig) -> ObjectModel:
-    from pipeline.objaverse_sample import worker_renderers
+    from pipeline.render.workers import worker_renderers
 
     obj = load_object(uid, path, max_file_mb=512, max_faces=2_000_000, max_texture_px=2048)
     return ObjectModel.build(obj, worker_renderers(cfg.resolution, cfg.ref_yfov_deg).rgb, cfg)
 
 
-def render_dexycb_item(item: WorkItem, options: dict) -> list[dict]:
+def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
     """Worker-side step: all T-frame windows of one (sequence, camera) as contract samples."""
-    from pipeline.objaverse_sample import worker_renderers
+    from pipeline.render.workers import worker_renderers
 
     cfg = HoiConfig.from_dict(options["hoi"])
     root = Path(options["root"])
-    adapter = ADAPTERS[options.get("dataset", "dexycb")]()
+    adapter = get_adapter(options["dataset"])
     models = hand_models(cfg.hand_model, options.get("mano_dir"), cfg.fix_left_shapedirs)
     windows = adapter.windows(root, item, options["selection"])
     if len(windows) != item.n_samples:
@@ -72,7 +71,7 @@ def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: di
               num_gpus_per_worker: float = 0.0, workers: int = 1) -> Job:
     """The Job of ``render-hoi``: lists items (UserError on a bad root/selection) and checks the hand model.
     ``cfg.samples_per_shard == 0`` picks the shard size (HOI samples are big: at most 8)."""
-    adapter = ADAPTERS[dataset]()
+    adapter = get_adapter(dataset)
     selection = {**selection, "frames": cfg.frames, "stride": cfg.stride}
     hand_models(cfg.hand_model, mano_dir, cfg.fix_left_shapedirs)  # fail early, on the driver
     items = adapter.list_items(Path(root), selection)

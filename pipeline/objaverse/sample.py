@@ -7,65 +7,21 @@ normal and depth maps for every frame (all T frames in one atlas pass).
 
 from __future__ import annotations
 
-import functools
-import hashlib
-from dataclasses import dataclass
-
 import numpy as np
 
-from pipeline import backgrounds, trajectory
 from pipeline.mesh_io import CanonicalObject
-from pipeline.points import sample_surface_points
-from pipeline.render.cameras import intrinsics, look_at, reference_view_poses
-from schemas import N_POINTS, REF_VIEW_NAMES, StoreLayout
+from pipeline.objaverse import backgrounds, trajectory
+from pipeline.object_refs import object_points, reference_views
+from pipeline.render.cameras import intrinsics, look_at
+from pipeline.render.workers import Renderers
+from pipeline.seeding import sample_rng
+from schemas import StoreLayout
 from schemas.config import RenderConfig
-
-WHITE = 255
-
-
-def sample_rng(seed: int, uid: str, clip: int, stream: str) -> np.random.Generator:
-    """An independent generator per (seed, uid, clip, stream): reruns and reorderings agree."""
-    digest = hashlib.sha256(f"{seed}\x00{uid}\x00{clip}\x00{stream}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
 def objaverse_layout(cfg: RenderConfig) -> StoreLayout:
     return StoreLayout(kind="objaverse", frames=cfg.frames, resolution=cfg.resolution, layers=("object",),
                        samples_per_shard=cfg.samples_per_shard)
-
-
-@dataclass
-class Renderers:
-    """What a worker keeps between objects: one EGL context and the two renderers on it."""
-
-    context: object
-    layers: object
-    rgb: object
-
-
-@functools.lru_cache(maxsize=2)
-def worker_renderers(resolution: int, yfov_deg: float) -> Renderers:
-    """Created once per worker process (per resolution and field of view)."""
-    from pipeline.render.context import shared_context
-    from pipeline.render.layers import LayerRenderer
-    from pipeline.render.rgb import RGBRenderer
-
-    ctx = shared_context(resolution)
-    return Renderers(ctx, LayerRenderer(ctx, resolution, near=0.05, far=100.0), RGBRenderer(ctx, yfov_deg))
-
-
-def reference_views(obj: CanonicalObject, rgb_renderer, cam_distance: float, resolution: int) -> np.ndarray:
-    """uint8 [6,R,R,3]: the object in its canonical pose seen from REF_VIEW_NAMES on white.
-    Leaves ``obj`` set as the RGB renderer's object. Shared by Objaverse and HOI samples."""
-    rgb_renderer.set_object(obj.scene, obj.to_canonical)
-    white = np.full((resolution, resolution, 3), WHITE, np.uint8)
-    return np.stack([rgb_renderer.render(np.eye(4), pose, white)
-                     for pose in reference_view_poses(cam_distance, REF_VIEW_NAMES)])
-
-
-def object_points(obj: CanonicalObject, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(points, normals) float32 [2048,3] each, canonical frame, seeded by (seed, uid)."""
-    return sample_surface_points(obj.mesh, N_POINTS, sample_rng(seed, obj.uid, 0, "points"))
 
 
 def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers) -> list[dict[str, np.ndarray]]:

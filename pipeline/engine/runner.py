@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import shard_writer
+from pipeline.engine import shard_writer
+from pipeline.engine.shard_task import WorkItem, process_shard
 from pipeline.errors import UserError
-from pipeline.shard_task import WorkItem, process_shard
 from schemas import StoreLayout
 
 # one core per worker process: workers = cores, no oversubscription (llvmpipe, BLAS, zarr's

@@ -28,9 +28,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
-from pipeline.shard_task import WorkItem
 
 YCB_CLASSES = (
     "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pipeline import runner
+from pipeline.engine import runner
 from pipeline.errors import UserError
-from pipeline.sources import objaverse_source
+from pipeline.objaverse.sources import objaverse_source
 from schemas.reader import StoreReader
 from tests.pipeline.helpers import small_job
 

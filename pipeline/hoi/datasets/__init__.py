@@ -1,0 +1,23 @@
+"""Hand-object dataset adapters, one file each, behind ``pipeline.hoi.adapter.HoiAdapter``.
+
+``ADAPTERS`` maps the name users type (``render-hoi NAME``) to ``module:Class``; the module
+is imported only when that dataset is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pipeline.errors import UserError
+
+ADAPTERS = {
+    "dexycb": "pipeline.hoi.datasets.dexycb:DexYCBAdapter",
+}
+
+
+def get_adapter(name: str):
+    """A new adapter instance for dataset ``name`` (UserError naming the choices otherwise)."""
+    if name not in ADAPTERS:
+        raise UserError(f"unknown dataset {name!r}; available: {', '.join(ADAPTERS)}")
+    module, cls = ADAPTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
