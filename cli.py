@@ -22,12 +22,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 @app.command("render-objaverse")
 def render_objaverse(
     workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
-    source: Annotated[str, typer.Option(help="'objaverse', 'builtin' (demo objects) or a folder of meshes")] = "objaverse",
+    source: Annotated[str, typer.Option(help="'objaverse', 'objaverse-xl', 'builtin' (demo objects) or a folder "
+                                             "of meshes")] = "objaverse",
     out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/objaverse.zarr"),
     limit: Annotated[int | None, typer.Option(help="at most this many objects")] = None,
-    uids: Annotated[Path | None, typer.Option(help="file of Objaverse uids, one per line")] = None,
+    uids: Annotated[Path | None, typer.Option(help="file of Objaverse uids or Objaverse-XL identifiers, one per line")] = None,
     lvis: Annotated[list[str] | None, typer.Option(help="keep only these LVIS categories (repeatable)")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Objaverse cache (default ~/.objaverse/hf-objaverse-v1)")] = None,
+    xl_source: Annotated[list[str] | None, typer.Option(help="objaverse-xl: keep only these sources (sketchfab, "
+                                                        "smithsonian, thingiverse, github; repeatable)")] = None,
+    license: Annotated[list[str] | None, typer.Option(help="objaverse-xl: keep only these licenses (repeatable)")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Objaverse cache (default ~/.objaverse/hf-objaverse-v1; "
+                                                   "objaverse-xl: ~/.objaverse)")] = None,
     frames: Annotated[int, typer.Option(help="T, frames per clip")] = 24,
     resolution: Annotated[int, typer.Option(help="R, square image side")] = 512,
     clips: Annotated[int, typer.Option(help="clips (trajectories) per object")] = 1,
@@ -36,13 +41,21 @@ def render_objaverse(
     seed: Annotated[int, typer.Option(help="global seed")] = 0,
     samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 16")] = 0,
     max_faces: Annotated[int, typer.Option(help="refuse meshes with more faces")] = 2_000_000,
+    min_faces: Annotated[int, typer.Option(help="skip (record) meshes with fewer faces")] = 0,
+    min_coverage: Annotated[float, typer.Option(help="fail objects whose pixel fraction is below this in all six "
+                                                "reference views ('degenerate framing')")] = 0.002,
+    normalise: Annotated[str, typer.Option(help="canonical frame: 'bulk' of the surface area, or 'bbox' "
+                                           "(farthest vertex)")] = "bulk",
     max_texture: Annotated[int, typer.Option(help="downscale textures to this side")] = 2048,
     timeout: Annotated[float, typer.Option(help="seconds per object before it is killed and recorded")] = 600.0,
     address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
+    retry_failed: Annotated[str | None, typer.Option(
+        metavar="[STAGE,...]",
+        help="re-run recorded failures of these stages (comma-separated; alone: all) into the same store")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
-    """Objaverse / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
+    """Objaverse / Objaverse-XL / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
     from pipeline.engine import runner
     from pipeline.objaverse import job as objaverse_job
     from pipeline.output import check_writable
@@ -51,13 +64,16 @@ def render_objaverse(
     try:
         cfg = RenderConfig(frames=frames, resolution=resolution, yfov_deg=yfov, cam_distance=cam_distance,
                            clips_per_object=clips, seed=seed, samples_per_shard=samples_per_shard,
-                           max_faces=max_faces, max_texture_px=max_texture, timeout_s=timeout).validate()
+                           max_faces=max_faces, max_texture_px=max_texture, timeout_s=timeout, min_faces=min_faces,
+                           min_coverage=min_coverage, normalise=normalise).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
     check_writable(out)
     job = objaverse_job.build_job(source, out, cfg, limit, str(uids) if uids else None, lvis,
-                                  str(cache_dir) if cache_dir else None, workers)
-    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
+                                  str(cache_dir) if cache_dir else None, workers, xl_source, license)
+    stages = None if retry_failed is None else [x for x in retry_failed.split(",") if x.strip() and x != "all"]
+    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
+                         retry_failed=stages)
     typer.echo(summary.format())
 
 
@@ -93,23 +109,58 @@ def export_sample(store: Path, index: int, out: Path):
     typer.echo(f"wrote {out}")
 
 
+@app.command("view")
+def view(
+    store: Path,
+    index: int,
+    save: Annotated[Path | None, typer.Option(help="write a Rerun recording (.rrd) instead of opening the viewer")] = None,
+    mano_dir: Annotated[Path | None, typer.Option(help="MANO .pkl folder, for stores made with MANO")] = None,
+    tau: Annotated[float | None, typer.Option(help="occlusion-confidence softness (default: the trainer's)")] = None,
+):
+    """One sample in 3D with Rerun: frames, joints, each MLO layer, D, camera, hands, object points."""
+    from pipeline.view import view as view_sample
+    from schemas.occlusion import DEFAULT_TAU
+
+    typer.echo(view_sample(store, index, save, str(mano_dir) if mano_dir else None,
+                           DEFAULT_TAU if tau is None else tau))
+
+
 # --- HOI commands ---
 import pipeline.hoi.commands as hoi_commands  # noqa: E402
 
 app.command("render-hoi")(hoi_commands.render_hoi)
 app.command("make-demo-hoi")(hoi_commands.make_demo_hoi)
+app.command("export-sequence")(hoi_commands.export_sequence)
+
+# --- human commands ---
+import pipeline.human.commands as human_commands  # noqa: E402
+
+app.command("render-human")(human_commands.render_human)
+app.command("make-demo-human")(human_commands.make_demo_human)
 
 # --- trainer commands ---
 import trainer.commands as train_commands  # noqa: E402
 
 app.command("train")(train_commands.train)
 app.command("sample")(train_commands.sample)
+app.command("evaluate")(train_commands.evaluate)
+app.command("generate")(train_commands.generate)
+
+
+def _optional_values(argv: list[str], defaults: dict[str, str]) -> None:
+    """Options whose value may be left out (``--retry-failed`` alone = all stages): insert the default."""
+    i = 1
+    while i < len(argv):
+        if argv[i] in defaults and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            argv.insert(i + 1, defaults[argv[i]])
+        i += 1
 
 
 def main() -> None:
     from schemas.config import ConfigError
     from schemas.store import SchemaError
 
+    _optional_values(sys.argv, {"--retry-failed": "all"})
     try:
         app(standalone_mode=False)
     except (UserError, ConfigError, SchemaError) as e:

@@ -16,8 +16,10 @@ class UserError(Exception):
 
 
 class StepFailed(Exception):
-    """One item failed at ``stage`` ("fetch", "load", "validate", "render", ...) for ``reason``."""
+    """One item failed at ``stage`` ("fetch", "load", "validate", "render", ...) for ``reason``
+    (short, readable, the same for every item with this problem); ``detail``: optional
+    specifics (the exception text, numbers), kept beside the reason in the failure record."""
 
-    def __init__(self, stage: str, reason: str):
+    def __init__(self, stage: str, reason: str, detail: str | None = None):
         super().__init__(f"{stage}: {reason}")
-        self.stage, self.reason = stage, reason
+        self.stage, self.reason, self.detail = stage, reason, detail

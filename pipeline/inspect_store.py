@@ -53,7 +53,32 @@ def inspect(store: Path) -> dict:
         "bytes": total, "bytes_per_sample": total / n if n else None,
         "arrays": arrays, "failures_by_reason": dict(by_reason.most_common()),
         "title": manifest.get("title"),
+        "failure_details": {f"{f['stage']}: {f['reason']}": f["detail"] for f in reversed(failures) if f.get("detail")},
+        "quality": quality_summary(reader),
+        # the held-out split (schemas.split): by item key, 3%; official_split: render-hoi --split
+        "split": {"train": n - reader.n_test, "test": reader.n_test, "official_split": reader.official_split},
     }
+
+
+QUALITY_KEYS = ("coverage_frames", "coverage_refs", "faces", "outside_area")
+
+
+def quality_summary(reader: StoreReader) -> dict:
+    """Per-sample quality figures (render-objaverse attrs) over the store: for each figure the
+    min / median / max over samples (coverage: a sample's mean over its frames or views),
+    and how many samples are textured; {} when no sample has them."""
+    values: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS}
+    textured = 0
+    for i in range(len(reader)):
+        a = reader.attrs(i)
+        for k in QUALITY_KEYS:
+            if k in a:
+                values[k].append(float(np.mean(a[k])))
+        textured += bool(a.get("textured"))
+    out = {k: {"min": min(v), "median": float(np.median(v)), "max": max(v)} for k, v in values.items() if v}
+    if out:
+        out["textured"] = textured
+    return out
 
 
 def format_report(r: dict) -> str:
@@ -61,9 +86,12 @@ def format_report(r: dict) -> str:
     lines = [
         f"store        {r['store']}  ({r['title']})",
         f"kind         {r['kind']}  schema v{r['schema_version']}  T={r['frames']}  R={r['resolution']}",
-        f"layers       {', '.join(r['layers'])}",
+        f"layers       {', '.join(r['layers']) or 'none (human store: no MLO layers, no object)'}",
         f"samples      {r['samples']} valid; shards {r['shards_complete']}/{r['shards_planned']} complete; "
         f"{r['items_failed']} items failed",
+        f"split        {r['split']['train']} train / {r['split']['test']} test (held out by item key, "
+        f"schemas.split)" + (f"; made from official split {r['split']['official_split']}"
+                             if r["split"]["official_split"] else ""),
         f"size         {r['bytes'] / mib:.2f} MiB on disk"
         + (f", {r['bytes_per_sample'] / mib:.2f} MiB per sample" if r["bytes_per_sample"] else ""),
         "",
@@ -72,8 +100,15 @@ def format_report(r: dict) -> str:
     for name, a in r["arrays"].items():
         lines.append(f"{name:<15}{str(tuple(a['shape_per_sample'])):<28}{a['dtype']:<9}"
                      f"{str(tuple(a['chunk'])):<24}{a['bytes'] / mib:>8.2f}")
+    if r.get("quality"):
+        q = r["quality"]
+        lines += ["", f"quality ({q.get('textured', 0)} of {r['samples']} samples textured)   min / median / max"]
+        lines += [f"  {k:<16}{v['min']:>10.4g}{v['median']:>10.4g}{v['max']:>10.4g}" for k, v in q.items()
+                  if isinstance(v, dict)]
     if r["failures_by_reason"]:
         lines += ["", "failures by reason:"] + [f"  {n:>5}  {k}" for k, n in r["failures_by_reason"].items()]
+        details = r.get("failure_details") or {}
+        lines += [f"  e.g. {k}: {details[k].splitlines()[0][:150]}" for k in r["failures_by_reason"] if k in details]
     return "\n".join(lines)
 
 
@@ -86,5 +121,5 @@ def export_npz(store: Path, index: int, out: Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays, layers=np.array(reader.layout.layers), key=np.array(reader.key(index)))
+    np.savez_compressed(tmp, **arrays, layers=np.array(reader.layout.layers, dtype=str), key=np.array(reader.key(index)))
     tmp.replace(out)

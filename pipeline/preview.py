@@ -2,7 +2,8 @@
 
 Per sample, one row: the six reference views, the background, then for three frames
 (first, middle, last) the RGB frame, the object layer's normal map and its depth map.
-HOI stores get the per-layer view of ``pipeline.hoi.preview_hoi`` when it is available.
+HOI stores get the per-layer view of ``pipeline.hoi.preview_hoi`` when it is available; human
+stores the reference / frame / skeleton view of ``pipeline.human.preview_human``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def write_preview(store: Path, out: Path, n_samples: int = 3, gif: Path | None =
         from pipeline.errors import UserError
 
         raise UserError(f"{store} has no valid samples to preview")
+    if reader.layout.kind == "human":  # no layers or object views: its own sheet
+        from pipeline.human.preview_human import preview_human
+
+        return preview_human(reader, Path(out), n_samples, gif)
     if reader.layout.kind == "hoi":
         try:
             from pipeline.hoi.preview_hoi import preview_hoi

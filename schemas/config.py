@@ -63,6 +63,9 @@ class RenderConfig(_ConfigDict):
     max_texture_px: int = 2048       # textures are downscaled to at most this side
     max_file_mb: float = 512.0       # refuse bigger mesh files before reading them
     timeout_s: float = 600.0         # per object; hung work is killed and recorded
+    normalise: str = "bulk"          # canonical frame: "bulk" of the surface area or "bbox" (pipeline.mesh_io)
+    min_faces: int = 0               # objects with fewer faces are recorded as not selected
+    min_coverage: float = 0.002      # an object below this pixel fraction in all 6 reference views fails
 
     def validate(self) -> RenderConfig:
         _check(1 <= self.frames <= 1024, f"--frames must be in 1..1024, got {self.frames}")
@@ -80,6 +83,9 @@ class RenderConfig(_ConfigDict):
         _check(self.max_texture_px >= 16, "--max-texture must be >= 16")
         _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         _check(self.seed >= 0, "--seed must be >= 0")
+        _check(self.normalise in ("bulk", "bbox"), f"--normalise must be 'bulk' or 'bbox', got {self.normalise!r}")
+        _check(0 <= self.min_faces <= self.max_faces, f"--min-faces must be in 0..--max-faces, got {self.min_faces}")
+        _check(0.0 <= self.min_coverage < 1.0, f"--min-coverage must be in [0, 1), got {self.min_coverage}")
         return self
 
 
@@ -104,7 +110,8 @@ class HoiConfig(_ConfigDict):
     crop_margin: float = 1.25        # square side = margin x the larger side of the hand-object box
     min_crop_px: int = 96            # smallest crop side in source pixels
     hand_model: str = "mano"         # "mano" (user's licensed files) or "stand-in" (not MANO)
-    fix_left_shapedirs: bool = False  # negate MANO_LEFT shapedirs x (DexYCB was annotated without: False)
+    fix_left_shapedirs: bool | None = None  # negate MANO_LEFT shapedirs x; None = the adapter's own setting
+    max_joint_error_mm: float = 5.0  # a clip whose MANO joints miss the dataset's joint labels by more fails
     seed: int = 0
     ref_yfov_deg: float = 40.0
     ref_cam_distance: float = 2.5
@@ -120,6 +127,8 @@ class HoiConfig(_ConfigDict):
         _check(1.0 <= self.crop_margin <= 4.0, f"--crop-margin must be in 1..4, got {self.crop_margin}")
         _check(self.min_crop_px >= 8, "--min-crop must be >= 8 pixels")
         _check(self.hand_model in HAND_MODELS, f"--hand-model must be one of {HAND_MODELS}, got {self.hand_model!r}")
+        _check(self.fix_left_shapedirs in (None, True, False), "--fix-left-shapedirs must be a bool or unset")
+        _check(self.max_joint_error_mm > 0, f"--max-joint-error-mm must be > 0, got {self.max_joint_error_mm}")
         _check(self.ref_cam_distance >= min_cam_distance(self.ref_yfov_deg), "reference camera too close")
         _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         _check(self.seed >= 0, "--seed must be >= 0")

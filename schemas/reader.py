@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.split import SPLIT_BY, TEST_FRACTION, check_split, official_is_test, held_out_keys
 from schemas.store import ARRAYS, SchemaError, StoreLayout
 
 # Stores use numcodecs' Delta filter through zarr-python (lossless, 2x smaller images); zarr warns
@@ -30,10 +31,13 @@ class StoreReader:
     """Random access to the valid samples of one store.
 
     Sample i (0 <= i < len) maps to a row of the arrays; rows of failed items and of
-    shards without a completion marker are never returned.
+    shards without a completion marker are never returned. ``split`` ("train" | "test" | "all")
+    keeps only that side of the held-out split (``schemas.split``: by item key, ``test_fraction``;
+    ``split_by="toolkit"``: by the dataset's official split recorded in the manifest).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, split: str = "all", test_fraction: float = TEST_FRACTION,
+                 split_by: str = "hash"):
         self.path = Path(path)
         meta = self.path / "zarr.json"
         if not meta.exists():
@@ -57,6 +61,32 @@ class StoreReader:
                     self._failures.append(rec)
         self.n_shards_complete = len(names)
         self._group = None
+        self.split = check_split(split)
+        if split_by not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+        if split_by == "toolkit":
+            official = official_is_test(self.official_split)
+            if official is None:
+                raise SchemaError(f"{self.path}: split_by=toolkit needs a store made from an official split "
+                                  "(render-hoi --split ...); this one records none")
+            test = set(self._keys) if official else set()
+        else:
+            test = held_out_keys(self._keys, test_fraction)
+        self.n_test = sum(k in test for k in self._keys)
+        if split != "all":
+            keep = [i for i, k in enumerate(self._keys) if (k in test) == (split == "test")]
+            self._rows = [self._rows[i] for i in keep]
+            self._keys = [self._keys[i] for i in keep]
+            self._attrs = [self._attrs[i] for i in keep]
+
+    @property
+    def official_split(self) -> str | None:
+        """The dataset's official split this store was made from (render-hoi --split), or None."""
+        manifest = self.path / "manifest.json"
+        if not manifest.exists():
+            return None
+        options = json.loads(manifest.read_text()).get("options") or {}
+        return (options.get("selection") or {}).get("split")
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -23,7 +23,36 @@ dict of figures about it (quality measures, label agreement, source ids). It is 
 array: the writer keeps it in the shard's completion marker beside the sample's row, and
 ``StoreReader.attrs(i)`` returns it.
 
-Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning.
+Store kinds (``STORE_KINDS``; each array names the kinds that carry it):
+  * ``objaverse``: rendered objects; the object layer, views, points, trajectory, K, pose.
+  * ``hoi``: hand-object video crops; all 13 layers plus MANO, joints and the object.
+  * ``human`` (schema v2): person video crops. Per sample: ``rgb`` (a square crop that follows
+    the person, fixed per clip), ``background`` = O_B (a frame of the same person chosen away
+    from the clip, cropped around the person), ``skeleton`` S (OpenPose-style coloured limbs
+    and hand bones drawn from the keypoints), ``keypoints`` (``N_HUMAN_KEYPOINTS`` = 67 in the
+    order ``HUMAN_KEYPOINT_NAMES``: OpenPose BODY_25, then the 21 left-hand and 21 right-hand
+    joints of OpenPose's hand model; x, y in the stored image's pixels with pixel centres at
+    +0.5, confidence in [0, 1]; a missing joint is (-1, -1, 0)), ``person_mask`` (the
+    dataset's person mask; all zero when the dataset has none: the sample's attrs say
+    ``has_person_mask``) and ``K`` (all zero when the source camera is unknown). A human
+    store has no layers (``layers == ()``), no MLO arrays, no object arrays: the trainer
+    zero-fills them.
+
+What the ``hoi`` object layer holds for an articulated object (ARCTIC: a top and a bottom part
+and an articulation angle): the ``object`` layer draws the whole object as it is in each frame,
+every part posed and articulated per frame, exactly as the dataset's object model places it.
+``ref_views``, ``points``/``point_normals`` and ``obj_rot``/``obj_trans``/``obj_scale`` describe
+the object *at rest* (articulation 0, the template as the dataset ships it), placed by the pose
+of its rigid base part; the articulation itself is in no array, only in the layer.
+
+With several manipulated objects (TACO: a tool and a target object), the ``object`` layer draws
+all of them, each rigid and posed per frame as the dataset places it. ``ref_views``, ``points``/
+``point_normals`` and ``obj_rot``/``obj_trans``/``obj_scale`` describe one of them, the *tool*
+(the object the hand uses on the other); the target object is in the layer only. ``obj_scale``
+is in metres whatever unit the dataset's mesh file uses (TACO's are centimetres).
+
+Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning
+(v2: the ``human`` kind).
 """
 
 from __future__ import annotations
@@ -34,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMA_NAME = "manivideo.store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 HANDS = ("left", "right")
 HAND_PARTS = ("palm", "thumb", "index", "middle", "ring", "pinky")
@@ -47,9 +76,22 @@ N_JOINTS = 21
 MANO_POSE_DIM = 48  # 3 global axis-angle + 15 joints x 3 axis-angle
 MANO_BETAS_DIM = 10
 
-STORE_KINDS = ("objaverse", "hoi")
-COMMON = frozenset(STORE_KINDS)
+STORE_KINDS = ("objaverse", "hoi", "human")
+COMMON = frozenset({"objaverse", "hoi"})
 HOI = frozenset({"hoi"})
+HUMAN = frozenset({"human"})
+ALL_KINDS = frozenset(STORE_KINDS)
+
+# OpenPose BODY_25 (doc/02_output.md), then OpenPose's 21-joint hand model per hand
+# (wrist, then thumb/index/middle/ring/pinky from base to tip), left hand first.
+BODY_25_NAMES = ("Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
+                 "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar",
+                 "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel")
+HAND_21_NAMES = ("Wrist",) + tuple(f"{f}{k}" for f in ("Thumb", "Index", "Middle", "Ring", "Pinky")
+                                   for k in range(1, 5))
+HUMAN_KEYPOINT_NAMES = BODY_25_NAMES + tuple(f"LHand{n}" for n in HAND_21_NAMES) + tuple(
+    f"RHand{n}" for n in HAND_21_NAMES)
+N_HUMAN_KEYPOINTS = len(HUMAN_KEYPOINT_NAMES)  # 67
 
 
 SAMPLE_ATTRS = "attrs"
@@ -86,7 +128,7 @@ class ArraySpec:
 
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("rgb", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
-              "target frames: rendered (Objaverse) or real camera crops (HOI)"),
+              "target frames: rendered (Objaverse) or real camera crops (HOI, human)", kinds=ALL_KINDS),
     ArraySpec("mlo_normal", ("T", "L", "R", "R", 3), "uint8", (1, 1, "R", "R", 3), "(n+1)/2*255",
               "occlusion-free camera-space normals of each layer rendered alone; 0 where absent",
               codec="normal"),
@@ -98,7 +140,7 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("ref_views", (6, "R", "R", 3), "uint8", (6, "R", "R", 3), "sRGB 0-255",
               "object appearance O_I in canonical pose: front, back, left, right, top, bottom"),
     ArraySpec("background", ("R", "R", 3), "uint8", ("R", "R", 3), "sRGB 0-255",
-              "scene / human reference O_B"),
+              "scene / human reference O_B", kinds=ALL_KINDS),
     ArraySpec("points", (N_POINTS, 3), "float32", (N_POINTS, 3), "canonical object units",
               "surface points P, object canonical frame", codec="small"),
     ArraySpec("point_normals", (N_POINTS, 3), "float32", (N_POINTS, 3), "unit vectors",
@@ -111,7 +153,8 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "size of the canonical object: world point = R(obj_rot) @ (obj_scale * p) + obj_trans",
               codec="small"),
     ArraySpec("K", (3, 3), "float32", (3, 3), "pixels",
-              "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5", codec="small"),
+              "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5; all zero = unknown (human)",
+              kinds=ALL_KINDS, codec="small"),
     ArraySpec("cam_pose", (4, 4), "float32", (4, 4), "m",
               "camera-to-world pose, OpenGL camera axes", codec="small"),
     # HOI only
@@ -128,6 +171,16 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "21 hand joints per hand, camera frame; 0 where invalid", kinds=HOI, codec="small"),
     ArraySpec("joints_2d", ("T", 2, N_JOINTS, 2), "float32", ("T", 2, N_JOINTS, 2), "pixels",
               "21 hand joints projected into the stored image; -1 where invalid", kinds=HOI, codec="small"),
+    # human only
+    ArraySpec("skeleton", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
+              "skeleton map S: OpenPose-style coloured limbs and hand bones on black", kinds=HUMAN),
+    ArraySpec("keypoints", ("T", N_HUMAN_KEYPOINTS, 3), "float32", ("T", N_HUMAN_KEYPOINTS, 3),
+              "pixels, pixels, 0-1",
+              "x, y (stored image, pixel centres at +0.5), confidence; HUMAN_KEYPOINT_NAMES order; "
+              "(-1, -1, 0) where missing", kinds=HUMAN, codec="small"),
+    ArraySpec("person_mask", ("T", "R", "R"), "bool", (1, "R", "R"), "",
+              "the dataset's person mask; all false when it has none (attrs has_person_mask)", kinds=HUMAN,
+              codec="small"),
 )
 ARRAY_BY_NAME: Mapping[str, ArraySpec] = {a.name: a for a in ARRAYS}
 
@@ -150,6 +203,8 @@ class StoreLayout:
             raise SchemaError(f"unknown layer names {bad}; expected names from {LAYER_NAMES}")
         if list(self.layers) != sorted(self.layers, key=LAYER_NAMES.index):
             raise SchemaError("layers must follow the fixed order of LAYER_NAMES")
+        if self.kind == "human" and self.layers:
+            raise SchemaError("a human store has no layers (layers must be empty)")
         if self.frames < 1 or self.resolution < 8 or self.samples_per_shard < 1:
             raise SchemaError("frames >= 1, resolution >= 8 and samples_per_shard >= 1 are required")
 
@@ -207,6 +262,11 @@ def validate_sample(layout: StoreLayout, sample: Mapping[str, np.ndarray]) -> No
     extra = set(sample) - {a.name for a in layout.arrays} - {SAMPLE_ATTRS}
     if extra:
         raise SchemaError(f"sample has arrays outside the contract: {sorted(extra)}")
+    if layout.kind == "human":
+        kp = np.asarray(sample["keypoints"])
+        if ((kp[..., 2] < 0) | (kp[..., 2] > 1)).any():
+            raise SchemaError("keypoints: confidence must be in [0, 1]")
+        return
     q = np.asarray(sample["obj_rot"], dtype=np.float64)
     if np.abs(np.linalg.norm(q, axis=-1) - 1).max() > 1e-4:
         raise SchemaError("obj_rot: quaternions are not unit length")

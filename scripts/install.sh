@@ -17,5 +17,5 @@ PY=${PYTHON:-python3}
 # torch first: 2.13.0 resolves to the local CPU wheel here; the project's range admits it,
 # so the project install below does not pull another (CUDA) build.
 .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.3,<2.14"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,viewer]"
 echo "installed: $(.venv/bin/python -c 'import torch, zarr, ray, pyrender; print("torch", torch.__version__, "zarr", zarr.__version__, "ray", ray.__version__)')"

@@ -94,8 +94,113 @@ def export_pretrained(model, folder: str | Path, cfg_dict: dict) -> Path:
     model.geo_embed.save_pretrained(folder / "geometry_embedding")
     if model.mlo_embed is not None:
         model.mlo_embed.save_pretrained(folder / "mlo_embedding")
+    if getattr(model, "skeleton_guider", None) is not None:  # G_1 (use_skeleton)
+        model.skeleton_guider.save_pretrained(folder / "skeleton_guider")
     if model.is_video:
         model.unet.save_motion_modules(str(folder / "motion_adapter"))
     save_file({"ref_context": model.ref_context.detach().cpu().contiguous()}, folder / "ref_context.safetensors")
     (folder / "trainer_config.json").write_text(json.dumps(cfg_dict, indent=2))
     return folder
+
+
+# --- checkpoints you can carry: the architecture travels with the weights --------------------------
+
+def architecture(model, cfg) -> dict:
+    """The diffusers configs of the VAE, the 2D UNet and (stage 2) the motion adapter, so a
+    checkpoint rebuilds its model without the ``pretrained_sd15`` / ``motion_adapter_path`` folders.
+    Stored in every checkpoint under ``arch``; call before ``to_stage2`` or after (the reference
+    UNet is always the 2D layout)."""
+    from diffusers import MotionAdapter
+
+    arch = {"vae": dict(model.vae.config), "unet": dict(model.reference_unet.config), "motion_adapter": None}
+    if cfg.motion_adapter_path and Path(cfg.motion_adapter_path).is_dir():
+        arch["motion_adapter"] = dict(MotionAdapter.load_config(cfg.motion_adapter_path))
+    else:  # trainer.model.build_motion_adapter's random-init layout
+        arch["motion_adapter"] = dict(block_out_channels=tuple(cfg.block_out_channels),
+                                      motion_layers_per_block=cfg.layers_per_block,
+                                      motion_num_attention_heads=cfg.motion_heads,
+                                      motion_norm_num_groups=cfg.norm_num_groups,
+                                      motion_max_seq_length=max(32, cfg.frames))
+    return arch
+
+
+def build_from_architecture(cfg, stage: str, arch: dict):
+    """An uninitialised ManiVideoModel of the checkpoint's exact layout (weights come after)."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+
+    from trainer.model import ManiVideoModel
+
+    model = ManiVideoModel(cfg, AutoencoderKL.from_config(arch["vae"]), UNet2DConditionModel.from_config(arch["unet"]))
+    if stage == "stage2":
+        model.to_stage2(MotionAdapter.from_config(arch["motion_adapter"]))
+    return model
+
+
+def model_from_checkpoint(ckpt: dict, prefer_ema: bool = True):
+    """(model with the checkpoint's weights, config, stage). Needs nothing but the checkpoint when it
+    holds ``arch`` (every checkpoint since this field exists); older ones rebuild from the config,
+    reading the original weight folders only if they are set and still there."""
+    import dataclasses
+
+    from trainer.config import config_from_dict
+    from trainer.model import build_model
+
+    cfg = config_from_dict(ckpt["config"])
+    stage = ckpt["stage"]
+    if ckpt.get("arch"):
+        model = build_from_architecture(cfg, stage, ckpt["arch"])
+    else:
+        gone = {k: "" for k in ("pretrained_sd15", "motion_adapter_path")
+                if getattr(cfg, k) and not Path(getattr(cfg, k)).is_dir()}
+        model = build_model(dataclasses.replace(cfg, **gone), stage)
+    load_model_weights(model, ckpt, prefer_ema)
+    return model, cfg, stage
+
+
+def load_any(path: str | Path):
+    """(model, config, stage) from a trainer checkpoint file or a diffusers export folder."""
+    path = Path(path)
+    if path.is_dir():
+        return load_export(path)
+    return model_from_checkpoint(load_checkpoint(path))
+
+
+def load_export(folder: str | Path):
+    """(model, config, stage) from an ``export_pretrained`` folder (the EMA weights when the run had EMA)."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from safetensors.torch import load_file
+
+    from trainer.config import config_from_dict
+    from trainer.model import ManiVideoModel
+
+    folder = Path(folder)
+    if not (folder / "trainer_config.json").is_file():
+        raise UserError(f"{folder} is not a trainer export (no trainer_config.json)")
+    cfg = config_from_dict(json.loads((folder / "trainer_config.json").read_text()))
+    ref = UNet2DConditionModel.from_pretrained(folder / "reference_unet")
+    model = ManiVideoModel(cfg, AutoencoderKL.from_pretrained(folder / "vae"), ref)  # reference_unet: a copy of ref
+    stage = "stage2" if (folder / "motion_adapter").is_dir() else "stage1"
+    if stage == "stage2":
+        model.to_stage2(MotionAdapter.from_pretrained(folder / "motion_adapter"))
+        model.unet.load_state_dict(UNetMotionModel.from_pretrained(folder / "unet").state_dict())
+    else:
+        model.unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
+    for name, sub in (("pose_guider", "pose_guider"), ("geo_embed", "geometry_embedding"),
+                      ("mlo_embed", "mlo_embedding"), ("skeleton_guider", "skeleton_guider")):
+        module = getattr(model, name, None)
+        if module is not None:
+            module.load_state_dict(type(module).from_pretrained(folder / sub).state_dict())
+    with torch.no_grad():
+        model.ref_context.copy_(load_file(folder / "ref_context.safetensors")["ref_context"])
+    return model, cfg, stage
+
+
+def prune_checkpoints(run_dir: str | Path, stage: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` ``<stage>_step*.pt`` files (0 = keep all); returns those removed."""
+    if keep <= 0:
+        return []
+    steps = sorted(Path(run_dir).glob(f"{stage}_step*.pt"))  # zero-padded step numbers sort by name
+    removed = steps[:-keep] if len(steps) > keep else []
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed

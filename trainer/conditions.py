@@ -15,7 +15,14 @@ Raw item (numpy, one sample; F = 1 in stage 1, T in stage 2; Ls = stored layers;
     source     int64   []                SOURCES index
     ref_keep   float32 []                0 = references dropped (classifier-free guidance)
     jitter     float32 [3]               brightness, contrast, saturation factors (1 = unchanged)
-    flip       bool    []                mirror horizontally (see ``flip_batch``)
+    flip       bool    []                mirror horizontally (see ``flip_batch``); never for human items
+    person_mask bool   [F, R, R]         human items: the store's person mask (else all false)
+    skeleton   uint8   [F, R, R, 3]      human items: skeleton map S (else zeros); only with use_skeleton
+
+Human items (paper §3.3) keep only the reference person O_B (the background slot) and, with
+``use_skeleton``, the skeleton S: ``prepare_batch`` zeroes their hand and object layers, D, the
+object views, the first-frame reference and the points. They are never flipped: S's colours
+say which limb is left and which is right.
 """
 
 from __future__ import annotations
@@ -37,10 +44,10 @@ FLIP_VIEW = [REF_VIEW_NAMES.index({"left": "right", "right": "left"}.get(n, n)) 
 
 
 def source_of(kind: str, layers: tuple[str, ...]) -> str:
-    """Which data source a store feeds: Objaverse, HOI, or human (an HOI-kind store without object)."""
-    if kind == "objaverse":
-        return "objaverse"
-    return "hoi" if "object" in layers else "human"
+    """Which data source a store feeds: the store kind (objaverse, hoi, human; schemas.store)."""
+    if kind not in SOURCES:
+        raise ValueError(f"unknown store kind {kind!r}")
+    return kind
 
 
 def flip_batch(c: dict, flags: torch.Tensor) -> dict:
@@ -136,13 +143,17 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
         D       [B, F, 13, R, R] occlusion confidence in [0, 1] (zeros for "depth_only")
         H_o     [B, F, C_o, R, R] object-layer normals (C_o = 3) or the same inverse depth (1)
         points  [B, 2048, 6]     zero where dropped or missing (human)
-        mask    [B, F, 1, R, R]  union of all layers (hand-object region), {0, 1}
+        mask    [B, F, 1, R, R]  union of all layers (hand-object region); human: the person mask; {0, 1}
+        S       [B, F, 3, R, R]  skeleton map in [0, 1] (zeros but for human items); only if the batch has it
         ref_keep [B], source [B]
+    Human items: H, D, H_o, object views, first-frame reference and points are zero (§3.3).
     """
     dev = torch.device(device)
     rgb = batch["rgb"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
     refs = batch["refs"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
     jitter = batch["jitter"].to(dev).float()
+    source = batch["source"].to(dev)
+    human = source == SOURCES.index("human")
     rgb, refs = color_jitter(rgb, jitter), color_jitter(refs, jitter)
     idx = batch["layer_idx"].to(dev)
     depth = expand_layers(batch["depth"].to(dev, non_blocking=True).float(), idx)           # B,F,13,R,R
@@ -151,7 +162,7 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
     normal = torch.where(present, normal_u8.float() / 255.0 * 2 - 1, 0.0).permute(0, 1, 2, 5, 3, 4)
     flipped = flip_batch({"target": rgb, "refs": refs, "normal": normal, "depth": depth,
                           "points": batch["points"].to(dev).float()},
-                         batch["flip"].to(dev) if "flip" in batch else torch.zeros(len(rgb), dtype=torch.bool))
+                         (batch["flip"].to(dev) & ~human) if "flip" in batch else torch.zeros_like(human))
     rgb, refs, normal, depth = flipped["target"], flipped["refs"], flipped["normal"], flipped["depth"]
     b, f = normal.shape[:2]
     mask = (depth > 0).any(dim=2, keepdim=True).float()
@@ -165,18 +176,29 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
         H = normal.reshape(b, f, N_LAYERS * 3, *normal.shape[-2:])
         D = occlusion_confidence(depth, tau=tau, layer_axis=2)
         H_o = normal[:, :, LAYER_NAMES.index("object")]
-    source = batch["source"].to(dev)
     keep = batch["ref_keep"].to(dev).float()
-    has_object = (source != SOURCES.index("human")).float()
+    has_object = (~human).float()
     view_keep = (keep * has_object).view(b, 1, 1, 1, 1)
     refs = refs * 2 - 1
-    refs = torch.cat([refs[:, :N_VIEWS] * view_keep, refs[:, N_VIEWS:] * keep.view(b, 1, 1, 1, 1)], dim=1)
+    # slot N_VIEWS is the background / reference person O_B; later slots (first frame) are not for humans
+    refs = torch.cat([refs[:, :N_VIEWS] * view_keep, refs[:, N_VIEWS:N_VIEWS + 1] * keep.view(b, 1, 1, 1, 1),
+                      refs[:, N_VIEWS + 1:] * view_keep], dim=1)
     points = flipped["points"] * (keep * has_object).view(b, 1, 1)
+    # §3.3: every MLO condition of a human item is zero (its store has none; this also holds if it had)
+    obj = has_object.view(b, 1, 1, 1, 1)
+    H, D, H_o = H * obj, D * obj, H_o * obj
+    if "person_mask" in batch:
+        person = batch["person_mask"].to(dev).float().unsqueeze(2)                      # B,F,1,R,R
+        mask = torch.where(human.view(b, 1, 1, 1, 1), person, mask)
     out = {"target": rgb * 2 - 1, "refs": refs, "H": H, "D": D, "H_o": H_o, "points": points, "mask": mask,
            "ref_keep": keep, "source": source}
+    if "skeleton" in batch:
+        out["S"] = batch["skeleton"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
     if resolution is not None:
         for k, mode in (("target", "bilinear"), ("refs", "bilinear"), ("H", "nearest"), ("D", "nearest"),
-                        ("H_o", "nearest"), ("mask", "nearest")):
+                        ("H_o", "nearest"), ("mask", "nearest"), ("S", "bilinear")):
+            if k not in out:
+                continue
             out[k] = _resize(out[k], resolution, mode)
     return out
 

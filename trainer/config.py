@@ -46,6 +46,9 @@ class TrainConfig:
     ref_dropout: float = 0.1     # drop appearance + geometry references (classifier-free guidance)
     ref_first_frame: bool = False  # add the clip's first frame to the reference images
     tau: float = DEFAULT_TAU     # occlusion-confidence softness (schemas.occlusion)
+    split: str = "train"         # which side of the held-out split trains (schemas.split): train | test | all
+    test_fraction: float = 0.03  # share of items held out (paper: 3%), by a hash of the item key
+    split_by: str = "hash"       # hash | toolkit (the dataset's official split recorded in the store)
 
     # --- model ---
     pretrained_sd15: str = ""        # local diffusers SD1.5 folder (unet/, vae/); "" = random init
@@ -61,6 +64,7 @@ class TrainConfig:
     motion_heads: int = 2
     pose_guider_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
     pose_guider_mode: str = "latent"
+    use_skeleton: bool = False       # G_1: a second pose guider on the skeleton map S of human items (eq. 5)
     mlo_mode: str = "full"
     token_grid: int = 4              # E_F and E_N each give token_grid**2 tokens per frame
     embed_channels: int = 32         # width of the E_F / E_N conv stems and PointNet
@@ -88,6 +92,8 @@ class TrainConfig:
     # --- logging / checkpoints / validation ---
     log_every: int = 10
     ckpt_every: int = 1000           # 0 = only the final checkpoint
+    keep_checkpoints: int = 3        # keep the last N step checkpoints (an sd15 one is ~20 GB); 0 = all
+    val_clips: int = 2               # test clips sampled at each validation (metrics to metrics.jsonl / tb)
     val_every: int = 1000            # 0 = no validation samples
     sample_steps: int = 25           # DDIM steps for validation and `sample`
     guidance_scale: float = 3.0
@@ -132,6 +138,10 @@ class TrainConfig:
               "ckpt_every, val_every (0 = off), num_workers and warmup_steps must be >= 0")
         check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         check(self.tau > 0, "tau must be > 0")
+        check(self.split in ("train", "test", "all"), f"split must be train, test or all, got {self.split!r}")
+        check(0 <= self.test_fraction < 1, "test_fraction must be in [0, 1)")
+        check(self.split_by in ("hash", "toolkit"), f"split_by must be hash or toolkit, got {self.split_by!r}")
+        check(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0 (0 = keep every step checkpoint)")
         check(self.token_grid >= 1, "token_grid must be >= 1")
         return self
 

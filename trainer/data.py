@@ -28,18 +28,38 @@ from trainer.conditions import SOURCES, collate, source_of
 from trainer.config import TrainConfig
 
 READ = ("rgb", "mlo_normal", "mlo_depth", "ref_views", "background", "points", "point_normals")
+HUMAN_READ = ("rgb", "background", "person_mask")  # + "skeleton" with use_skeleton
 
 
-def open_stores(paths: list[str]) -> list[StoreReader]:
-    """Readers for ``paths``; one-line UserError naming how to make a store when one is missing."""
+def human_as_item_arrays(a: dict, frames: int, resolution: int) -> dict:
+    """A human sample's arrays (rgb, background, person_mask[, skeleton]) completed with the zero
+    arrays the other kinds carry (paper §3.3: no layers, no object views, no points): one padding
+    layer (all zero, layer index -1) so a batch of only human items still has a layer axis."""
+    R = resolution
+    return {**a, "mlo_normal": np.zeros((frames, 1, R, R, 3), np.uint8),
+            "mlo_depth": np.zeros((frames, 1, R, R), np.float16),
+            "ref_views": np.zeros((6, R, R, 3), np.uint8), "points": np.zeros((2048, 3), np.float32),
+            "point_normals": np.zeros((2048, 3), np.float32)}
+
+
+def open_stores(paths: list[str], split: str = "all", test_fraction: float = 0.03,
+                split_by: str = "hash") -> list[StoreReader]:
+    """Readers for ``paths`` on one side of the held-out split (``schemas.split``); one-line UserError
+    naming how to make a store when one is missing."""
+    from schemas.store import SchemaError
+
     readers = []
     for p in paths:
         if not (Path(p) / "zarr.json").exists():
             raise UserError(f"store {p} does not exist; make one with: python cli.py render-objaverse "
                             f"--source builtin --out {p}")
-        r = StoreReader(p)
+        try:
+            r = StoreReader(p, split=split, test_fraction=test_fraction, split_by=split_by)
+        except SchemaError as e:
+            raise UserError(str(e)) from None
         if len(r) == 0:
-            raise UserError(f"store {p} has no complete samples yet")
+            what = "complete samples yet" if split == "all" else f"complete samples in its {split} split"
+            raise UserError(f"store {p} has no {what}")
         readers.append(r)
     if len({r.layout.resolution for r in readers}) > 1:
         raise UserError("all stores of a run must share one resolution (the model input is resized on device)")
@@ -52,8 +72,11 @@ class MixedStores(Dataset):
     frames: 1 = stage 1 (one random frame), T = stage 2 (a random window of T consecutive frames).
     """
 
-    def __init__(self, paths: list[str], cfg: TrainConfig, frames: int = 1, seed: int | None = None):
-        self.readers = open_stores(paths)
+    def __init__(self, paths: list[str], cfg: TrainConfig, frames: int = 1, seed: int | None = None,
+                 split: str | None = None):
+        # training reads cfg.split ("train": the held-out test items are never seen)
+        self.split = cfg.split if split is None else split
+        self.readers = open_stores(paths, self.split, cfg.test_fraction, cfg.split_by)
         self.cfg, self.frames = cfg, frames
         self.seed = cfg.seed if seed is None else seed
         short = [str(r.path) for r in self.readers if r.layout.frames < frames]
@@ -96,20 +119,37 @@ class MixedStores(Dataset):
     def load(self, store: int, index: int, start: int = 0, flip: bool = False, jitter=None, keep: float = 1.0) -> dict:
         """Raw item of sample ``index`` of store ``store``, frames [start, start + self.frames)."""
         reader = self.readers[store]
-        a = reader.read(index, names=READ, frames=slice(start, start + self.frames))
+        human = reader.layout.kind == "human"
+        window = slice(start, start + self.frames)
+        if human:
+            names = HUMAN_READ + (("skeleton",) if self.cfg.use_skeleton else ())
+            a = human_as_item_arrays(reader.read(index, names=names, frames=window), self.frames,
+                                     reader.layout.resolution)
+            layer_idx = np.array([-1], dtype=np.int64)
+            flip = False  # the skeleton's colours tell left from right: never mirrored
+        else:
+            a = reader.read(index, names=READ, frames=window)
+            layer_idx = np.array([LAYER_NAMES.index(n) for n in reader.layout.layers], dtype=np.int64)
+            R = reader.layout.resolution
+            a["person_mask"] = np.zeros((self.frames, R, R), bool)
+            if self.cfg.use_skeleton:
+                a["skeleton"] = np.zeros((self.frames, R, R, 3), np.uint8)
         refs = [a["ref_views"], a["background"][None]]
         if self.cfg.ref_first_frame:
             refs.append(a["rgb"][:1] if start == 0 else reader.read(index, names=["rgb"], frames=[0])["rgb"])
-        return {
-            "rgb": a["rgb"], "normal": a["mlo_normal"], "depth": a["mlo_depth"],
-            "layer_idx": np.array([LAYER_NAMES.index(n) for n in reader.layout.layers], dtype=np.int64),
+        item = {
+            "rgb": a["rgb"], "normal": a["mlo_normal"], "depth": a["mlo_depth"], "layer_idx": layer_idx,
             "refs": np.concatenate(refs, axis=0),
             "points": np.concatenate([a["points"], a["point_normals"]], axis=1).astype(np.float32),
             "source": np.int64(SOURCES.index(self.store_source[store])),
             "ref_keep": np.float32(keep),
             "jitter": np.ones(3, np.float32) if jitter is None else np.asarray(jitter, np.float32),
             "flip": np.bool_(flip),  # applied on the training device (trainer.conditions.flip_batch)
+            "person_mask": a["person_mask"],
         }
+        if self.cfg.use_skeleton:
+            item["skeleton"] = a["skeleton"]
+        return item
 
 
 class StreamSampler(Sampler):

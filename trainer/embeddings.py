@@ -15,9 +15,14 @@ from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedd
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+SKELETON_CHANNELS = 3  # the skeleton map S is an RGB image (OpenPose colours), in [0, 1]
+
 
 class PoseGuider(ModelMixin, ConfigMixin):
     """G: image-space MLO normals H -> latent-resolution features (zero at init).
+
+    The skeleton guider G_1 of human items (paper eq. 5, z''_t = z_t + G_1(S)) is this same
+    class with ``in_channels = SKELETON_CHANNELS``: same structure, its own weights.
 
     forward: cond [N, in_channels, R, R] float -> [N, out_channels, R/8, R/8] (factor = 2**(len(channels)-1)).
     out_channels = latent channels (added to the noisy latent, paper eq. 1) or the UNet's first

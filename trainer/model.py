@@ -18,7 +18,7 @@ from torch import nn
 from pipeline.errors import UserError
 from trainer.conditions import condition_channels
 from trainer.config import TrainConfig
-from trainer.embeddings import GeometryEmbedding, MLOEmbedding, PoseGuider
+from trainer.embeddings import SKELETON_CHANNELS, GeometryEmbedding, MLOEmbedding, PoseGuider
 from trainer.reference_attention import ReferenceBank, attach_reference_attention
 
 
@@ -99,6 +99,10 @@ class ManiVideoModel(nn.Module):
         latent_c = unet.config.in_channels
         out_c = latent_c if cfg.pose_guider_mode == "latent" else unet.config.block_out_channels[0]
         self.pose_guider = PoseGuider(c_h, out_c, tuple(cfg.pose_guider_channels))
+        # G_1 (eq. 5): the skeleton guider, zero output at init like G, so switching it on
+        # leaves the model's prediction unchanged until it trains
+        self.skeleton_guider = (PoseGuider(SKELETON_CHANNELS, out_c, tuple(cfg.pose_guider_channels))
+                                if cfg.use_skeleton else None)
         d, w, g = cfg.cross_attention_dim, cfg.embed_channels, cfg.token_grid
         self.mlo_embed = MLOEmbedding(c_f, d, w, g) if c_f else None
         self.geo_embed = GeometryEmbedding(c_o, d, w, g)
@@ -181,6 +185,8 @@ class ManiVideoModel(nn.Module):
         if not (reuse_reference and self.bank.states):
             self.run_reference(ref_latents)
         pose = self.pose_guider(cond["H"].flatten(0, 1))                    # B*F, C, h, w
+        if self.skeleton_guider is not None and "S" in cond:                # eq. 5: + G_1(S)
+            pose = pose + self.skeleton_guider(cond["S"].flatten(0, 1))
         ctx = self.tokens(cond) if tokens is None else tokens                 # B*F, N, C
         x = noisy.flatten(0, 1)
         if self.cfg.pose_guider_mode == "latent":

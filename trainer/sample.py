@@ -17,20 +17,19 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-from trainer.checkpoint import load_checkpoint, load_model_weights
 from trainer.conditions import collate, prepare_batch
-from trainer.config import TrainConfig, config_from_dict
+from trainer.config import TrainConfig
 from trainer.metrics import masked_psnr, masked_ssim
-from trainer.model import ManiVideoModel, build_model
+from trainer.model import ManiVideoModel
 
 
 def load_for_sampling(path: str, device: torch.device) -> tuple[ManiVideoModel, TrainConfig, str]:
-    """Model (EMA weights when the checkpoint has them), its config and stage, in eval mode."""
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["config"])
-    model = build_model(cfg, ckpt["stage"])
-    load_model_weights(model, ckpt)
-    return model.to(device).eval(), cfg, ckpt["stage"]
+    """Model (EMA weights when the checkpoint has them), its config and stage, in eval mode.
+    ``path``: a checkpoint (needs nothing else: it carries its architecture) or a diffusers export folder."""
+    from trainer.checkpoint import load_any
+
+    model, cfg, stage = load_any(path)
+    return model.to(device).eval(), cfg, stage
 
 
 def _scheduler(cfg: TrainConfig) -> DDIMScheduler:
@@ -88,7 +87,14 @@ def generate(model: ManiVideoModel, item: dict, cfg: TrainConfig, device: torch.
 
 
 def _condition_image(cond: dict, cfg: TrainConfig) -> torch.Tensor:
-    """[F, 3, R, R] in [0, 1]: normals of the front-most layer (or inverse depth for depth_only)."""
+    """[F, 3, R, R] in [0, 1]: normals of the front-most layer (or inverse depth for depth_only);
+    for a human item, its skeleton map S (when the model uses it) or the reference person O_B."""
+    from trainer.conditions import N_VIEWS, SOURCES
+
+    if int(cond["source"][0]) == SOURCES.index("human"):
+        if "S" in cond:
+            return cond["S"][0]
+        return ((cond["refs"][0, N_VIEWS] + 1) / 2).expand(cond["H"].shape[1], -1, -1, -1)
     H = cond["H"][0]
     if cfg.mlo_mode == "depth_only":
         return H.expand(-1, 3, -1, -1)
@@ -135,14 +141,17 @@ def write_outputs(result: dict, out: str | Path, fps: int = 8) -> list[Path]:
 
 
 def sample_store(checkpoint: str, store: str, index: int, out: str, steps: int | None = None,
-                 guidance: float | None = None, seed: int = 0, device: str | None = None) -> dict:
-    """Sample ``index`` of ``store`` with ``checkpoint``; writes the video, side-by-side and metrics."""
+                 guidance: float | None = None, seed: int = 0, device: str | None = None,
+                 split: str = "all") -> dict:
+    """Sample ``index`` (within ``split``: train | test | all) of ``store`` with ``checkpoint``;
+    writes the video, side-by-side and metrics."""
     from trainer.data import MixedStores
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg, stage = load_for_sampling(checkpoint, dev)
     # Any store can be sampled, whatever the run's mixing weights were.
-    open_cfg = dataclasses.replace(cfg, use_objaverse=True, mix_objaverse=1.0, mix_hoi=1.0, mix_human=1.0)
+    open_cfg = dataclasses.replace(cfg, use_objaverse=True, mix_objaverse=1.0, mix_hoi=1.0, mix_human=1.0,
+                                   split=split)
     probe = MixedStores([store], open_cfg, frames=1)
     frames = probe.readers[0].layout.frames if stage == "stage1" else min(cfg.frames, probe.readers[0].layout.frames)
     data = MixedStores([store], open_cfg, frames=frames)
@@ -150,7 +159,11 @@ def sample_store(checkpoint: str, store: str, index: int, out: str, steps: int |
         from pipeline.errors import UserError
 
         raise UserError(f"--index {index} is out of range: {store} has {len(data.readers[0])} samples")
-    result = generate(model, data.load(0, index, 0), cfg, dev, steps or cfg.sample_steps, guidance, seed)
-    result["metrics"].update(checkpoint=str(checkpoint), store=str(store), index=index, key=data.readers[0].key(index))
+    from trainer.inference import precision_context
+
+    with precision_context(cfg, dev):  # the training precision on GPU
+        result = generate(model, data.load(0, index, 0), cfg, dev, steps or cfg.sample_steps, guidance, seed)
+    result["metrics"].update(checkpoint=str(checkpoint), store=str(store), index=index, split=split,
+                             key=data.readers[0].key(index))
     paths = write_outputs(result, out)
     return {"paths": [str(p) for p in paths], "metrics": result["metrics"]}

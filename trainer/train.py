@@ -28,13 +28,16 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from pipeline.errors import UserError
 from trainer.checkpoint import (
+    architecture,
+    build_from_architecture,
     export_pretrained,
     load_checkpoint,
     load_model_weights,
+    prune_checkpoints,
     save_checkpoint,
     set_rng_states,
 )
-from trainer.conditions import prepare_batch
+from trainer.conditions import SOURCES, prepare_batch
 from trainer.config import TrainConfig
 from trainer.data import MixedStores, make_loader
 from trainer.model import ManiVideoModel, build_model
@@ -115,15 +118,18 @@ def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print,
                     resuming: bool = False) -> ManiVideoModel:
     """Stage 1: fresh model (or ``init`` weights). Stage 2: stage-1 weights from ``init`` + motion modules.
     ``resuming``: the weights come from a checkpoint of this stage afterwards."""
-    model = build_model(cfg, "stage1")
     if init:
         ckpt = load_checkpoint(init)
         if ckpt["stage"] != "stage1":
             raise UserError(f"--init {init} is a {ckpt['stage']} checkpoint; stage 2 starts from a stage-1 one")
+        # the checkpoint carries its architecture: the original SD1.5 folder is not needed
+        model = build_from_architecture(cfg, "stage1", ckpt["arch"]) if ckpt.get("arch") else build_model(cfg)
         used_ema = load_model_weights(model, ckpt)
         log(f"init from {init} (step {ckpt['step']}{', EMA weights' if used_ema else ''})")
-    elif stage == "stage2" and not resuming:
-        log("warning: stage 2 without --init starts from a randomly initialised image model")
+    else:
+        model = build_model(cfg, "stage1")
+        if stage == "stage2" and not resuming:
+            log("warning: stage 2 without --init starts from a randomly initialised image model")
     if stage == "stage2":
         model.to_stage2()
     return model
@@ -155,7 +161,11 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt["stage"] != stage:
         raise UserError(f"--resume {resume} is a {ckpt['stage']} checkpoint, not {stage}")
-    model = build_for_stage(cfg, stage, None if ckpt else init, log, resuming=ckpt is not None)
+    if ckpt is not None and ckpt.get("arch"):  # resuming needs only the checkpoint
+        model = build_from_architecture(cfg, stage, ckpt["arch"])
+    else:
+        model = build_for_stage(cfg, stage, None if ckpt else init, log, resuming=ckpt is not None)
+    arch = ckpt["arch"] if ckpt is not None and ckpt.get("arch") else architecture(model, cfg)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(device)
@@ -214,11 +224,13 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
                         optimizer=optimizer.state_dict(), lr_scheduler=lr_sched.state_dict(),
                         ema=ema.state_dict() if ema else None, ema_names=names,
                         scaler=scaler.state_dict() if scaler else None,
-                        data={"items_consumed": step * batch * accum, "world": world})
+                        data={"items_consumed": step * batch * accum, "world": world}, arch=arch)
 
     losses: list[float] = []
+    validator = None  # built at the first validation (reads the stores' test split)
     gen = torch.Generator(device)
     t_log, wait, items = time.perf_counter(), 0.0, 0
+    drawn = dict.fromkeys(SOURCES, 0)  # items this run trained on, per source (mixing check)
     model.train()
     while step < total:
         # --- one optimiser step = accum micro-steps; the reference net runs once per micro-step ---
@@ -227,6 +239,8 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
             t0 = time.perf_counter()
             raw = next(batches)
             wait += time.perf_counter() - t0
+            for s in raw["source"].tolist():
+                drawn[SOURCES[s]] += 1
             gen.manual_seed(_micro_seed(cfg, rank, step, micro))
             sync = contextlib.nullcontext() if (world == 1 or micro == accum - 1) else net.no_sync()
             with sync:
@@ -271,8 +285,16 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
         if master and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
             checkpoint(run / f"{stage}_step{step:07d}.pt")
             checkpoint(run / f"{stage}_last.pt")
+            prune_checkpoints(run, stage, cfg.keep_checkpoints)
         if master and cfg.val_every and step % cfg.val_every == 0:
-            _validate(model, ema, params, dataset, cfg, device, run / "val" / f"{stage}_step{step:07d}")
+            if validator is None:
+                from trainer.validation import Validator
+
+                validator = Validator(cfg, stage, log)
+            rec = validator.run(model, ema, params, step, device, run, tb)
+            if rec:
+                log(f"step {step:6d}  validation on {rec['val/clips']} test clips: PSNR region "
+                    f"{rec['val/psnr_region']:.2f} dB  SSIM region {rec['val/ssim_region']:.4f}")
 
     final = None
     if master:
@@ -287,24 +309,10 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
         tb.close()
         log(f"done: {step} steps, last loss {losses[-1] if losses else float('nan'):.4f}; checkpoint {final}; "
             f"diffusers export {run / f'export_{stage}'}")
+        log(f"items drawn per source (this process): {drawn}")
     if world > 1:
         dist.barrier()  # ranks leave together, after rank 0 has written the checkpoint
         dist.destroy_process_group()
-    return {"step": step, "losses": losses, "checkpoint": str(final) if final else None, "run_dir": str(run)}
+    return {"step": step, "losses": losses, "checkpoint": str(final) if final else None, "run_dir": str(run),
+            "sources_drawn": drawn}
 
-
-def _validate(model, ema, params, dataset: MixedStores, cfg: TrainConfig, device, out: Path) -> None:
-    """A validation sample (EMA weights when EMA is on) of the stream's first store, sample 0."""
-    from trainer.sample import generate, write_outputs
-
-    if ema is not None:
-        ema.store(params)
-        ema.copy_to(params)
-    try:
-        item = dataset.load(0, 0, 0)
-        result = generate(model, item, cfg, device, steps=cfg.sample_steps, seed=cfg.seed)
-        write_outputs(result, out.with_suffix(".mp4" if model.is_video else ".png"))
-    finally:
-        if ema is not None:
-            ema.restore(params)
-        model.train()

@@ -41,6 +41,7 @@ class Job:
     options: dict                  # JSON-able; passed to the step; part of the fingerprint
     title: str
     num_gpus_per_worker: float = 0.0
+    notes: list[str] = field(default_factory=list)  # lines for the summary (e.g. windows skipped); not hashed
 
     def fingerprint(self) -> str:
         body = {"title": self.title, "layout": self.layout.to_attrs(), "step": self.step, "options": self.options,
@@ -62,6 +63,7 @@ class RunSummary:
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
     store_bytes: int = 0
+    notes: list[str] = field(default_factory=list)   # the job's own lines (Job.notes)
 
     def format(self) -> str:
         rate = (self.items_ok + self.items_failed) / self.seconds if self.seconds > 0 else 0.0
@@ -75,6 +77,7 @@ class RunSummary:
             f"throughput     {rate:.2f} items/s",
             f"size on disk   {self.store_bytes / 2**20:.1f} MiB",
         ]
+        lines += [f"note           {n}" for n in self.notes]
         if self.failures:
             by = Counter((f["stage"], f["reason"]) for f in self.failures)
             lines.append(f"failures       {len(self.failures)} (all in {self.out / 'failures.jsonl'}); most common:")
@@ -161,9 +164,24 @@ def _init_ray(workers: int, address: str | None):
     return True
 
 
+def retry_plan(out: Path, stages: list[str]) -> dict[int, list[str]]:
+    """Finished shards with recorded failures to re-run: shard -> failed keys whose stage is
+    in ``stages`` (every stage when empty)."""
+    plan = {}
+    for marker in shard_writer.read_markers(out):
+        keys = [r["key"] for r in marker["items"] if not r["ok"] and (not stages or r["stage"] in stages)]
+        if keys:
+            plan[marker["shard"]] = keys
+    return plan
+
+
 def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 600.0, max_retries: int = 3,
-        progress: bool = True, overwrite: bool = False) -> RunSummary:
-    """Run (or resume) a job; returns the summary. Raises UserError on bad arguments."""
+        progress: bool = True, overwrite: bool = False, retry_failed: list[str] | None = None) -> RunSummary:
+    """Run (or resume) a job; returns the summary. Raises UserError on bad arguments.
+
+    ``retry_failed``: also re-run the recorded failures of these stages (all stages if the
+    list is empty) in finished shards of the existing store; good samples are not touched.
+    """
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if not job.items:
@@ -180,7 +198,13 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
     out = Path(job.out)
     resume = check_out(job, overwrite)
     done = shard_writer.completed_shards(out) if resume else set()
-    todo = [k for k in range(len(shards)) if k not in done]
+    retry: dict[int, list[str]] = {}
+    if retry_failed is not None:
+        if not resume:
+            raise UserError(f"--retry-failed needs the existing store at --out {out}, made with the same arguments")
+        retry = {k: keys for k, keys in retry_plan(out, list(retry_failed)).items() if k in done}
+    retry_run = uuid.uuid4().hex[:12]
+    todo = [k for k in range(len(shards)) if k not in done] + sorted(retry)
     # Ray first: a bad --address or an impossible GPU request must not leave a store behind
     started_ray = _init_ray(workers, address) if todo else False
     import ray
@@ -195,7 +219,8 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
             ray.shutdown()
         raise
     summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
-                         items_skipped=sum(len(shards[k]) for k in done))
+                         items_skipped=sum(len(shards[k]) for k in done) - sum(map(len, retry.values())),
+                         notes=list(job.notes))
 
     remote = None
     if todo:
@@ -206,7 +231,8 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
     def submit(k):
         entries = list(zip((job.items[i] for i in shards[k]),
                            shard_writer.shard_rows(job.layout, k, n_samples, shards[k]), strict=True))
-        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s, nonce)
+        again = {"run": retry_run, "keys": retry[k]} if k in retry else None
+        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s, nonce, again)
 
     from tqdm import tqdm
 
@@ -237,14 +263,16 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
                     raise RuntimeError(f"shard {k} keeps failing: {str(e).splitlines()[0][:200]}") from None
                 summary.shards_run += 1
                 for rec in marker["items"]:
+                    if k in retry and rec["key"] not in retry[k]:
+                        continue  # a good (or not retried) item of a retried shard: counted as skipped
                     finished_items += 1
                     if rec["ok"]:
                         summary.items_ok += 1
                         summary.samples_ok += len(rec["rows"])
                     else:
                         summary.items_failed += 1
-            live = _count_ended(out, pending.values())
-            bar.n = summary.items_skipped + finished_items + live
+            live = _count_ended(out, [k for k in pending.values() if k not in retry])
+            bar.n = min(len(job.items), summary.items_skipped + finished_items + live)
             bar.set_postfix(ok=summary.items_ok, failed=summary.items_failed, refresh=False)
             bar.refresh()
     finally:

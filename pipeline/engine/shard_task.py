@@ -7,10 +7,20 @@ beside the output, in the shard's journal:
   ``end <json record>``     after its rows are written (or it failed with a reason)
   ``timeout <key>``         the watchdog fired; the process then exits hard
 
+  ``retry {"run", "keys"}``  ``--retry-failed`` re-runs these recorded failures (run id)
+
 When a task is retried (Ray restarts it after the worker died), items with an ``end``
 line are not redone: their rows are already on disk (zarr writes shard files
-atomically). An item that was started but never ended crashed or hung the worker: it is
-recorded as failed (stage "worker" or "timeout") instead of being tried forever.
+atomically). An item that was started but never ended killed the worker, or was on it
+when something else did (``kill -9``, the OOM killer, a preempted node): it is tried
+again; only when it was started twice without ending is it recorded as failed (stage
+"worker": it is poisoned), and an item whose watchdog fired as "timeout".
+
+``--retry-failed``: the runner passes ``retry = {"run": id, "keys": [...]}`` for a finished
+shard; the task appends the ``retry`` line once per run (a Ray retry of the same run
+does not reset the death count), re-runs those items into their own rows, keeps every
+other record as it was, and replaces the marker atomically (``run`` is listed in its
+``retries``); readers see the old marker or the new one, never a partial one.
 
 Two attempts never work on one shard at once: an attempt holds an exclusive ``flock`` on
 the journal for its whole run (a Ray retry waits for an orphaned attempt of a killed
@@ -28,6 +38,7 @@ import os
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,30 +66,52 @@ def resolve_step(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _read_journal(path: Path) -> tuple[dict[str, dict], tuple[str, float] | None, set[str]]:
-    """(ended records by key, (key, start time) started but not ended, keys that timed out)."""
+@dataclass
+class JournalState:
+    """What a shard's journal says. ``ended``: end records by key; ``dangling``: (key, start
+    time) of the last item started and not ended; ``timed_out``: keys whose watchdog fired;
+    ``starts``: start lines per key not yet ended; ``runs``: retry run ids seen."""
+
+    ended: dict
+    dangling: tuple[str, float] | None
+    timed_out: set
+    starts: Counter
+    runs: set
+
+
+def _read_journal(path: Path) -> JournalState:
     ended: dict[str, dict] = {}
     started: list[tuple[str, float]] = []
+    starts: Counter = Counter()
     timed_out: set[str] = set()
+    runs: set[str] = set()
     if path.exists():
         for line in path.read_text().splitlines():
             kind, _, rest = line.partition(" ")
+            try:
+                rec = json.loads(rest) if kind in ("start", "end", "retry") else None
+            except json.JSONDecodeError:
+                continue  # torn last line of a killed process
             if kind == "start":
                 try:
-                    rec = json.loads(rest)
                     started.append((rec["key"], float(rec["t"])))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # torn line
-            elif kind == "end":
-                try:
-                    rec = json.loads(rest)
-                except json.JSONDecodeError:
-                    continue  # torn last line of a killed process
+                    starts[rec["key"]] += 1
+                except (KeyError, TypeError, ValueError):
+                    continue
+            elif kind == "end" and isinstance(rec, dict) and "key" in rec:
                 ended[rec["key"]] = rec
+                starts.pop(rec["key"], None)
             elif kind == "timeout":
                 timed_out.add(rest)
+            elif kind == "retry" and isinstance(rec, dict):
+                runs.add(rec.get("run"))
+                for key in rec.get("keys", []):
+                    ended.pop(key, None)
+                    starts.pop(key, None)
+                    timed_out.discard(key)
+                started = [(k, t) for k, t in started if k not in rec.get("keys", [])]
     dangling = next(((k, t) for k, t in reversed(started) if k not in ended), None)
-    return ended, dangling, timed_out
+    return JournalState(ended, dangling, timed_out, starts, runs)
 
 
 class _Watchdog:
@@ -86,13 +119,15 @@ class _Watchdog:
 
     A Python timer thread records ``timeout <key>`` and exits; C code that never releases
     the GIL would starve that thread, so faulthandler's C-level timer exits too, a little
-    later (the retry then classifies the item by its start time).
+    later, writing its traceback into the journal: the retry then sees a journal written
+    ``seconds`` after the item's start (a crash leaves the journal as it was at the start).
     """
 
     GRACE_S = 10.0
 
     def __init__(self, seconds: float, journal, key: str):
         self.seconds = seconds
+        self._journal = journal
         self._timer = threading.Timer(seconds, self._fire, args=(journal, key))
         self._timer.daemon = True
 
@@ -105,7 +140,7 @@ class _Watchdog:
 
     def __enter__(self):
         self._timer.start()
-        faulthandler.dump_traceback_later(self.seconds + self.GRACE_S, exit=True)
+        faulthandler.dump_traceback_later(self.seconds + self.GRACE_S, exit=True, file=self._journal)
         return self
 
     def __exit__(self, *exc):
@@ -115,7 +150,10 @@ class _Watchdog:
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+POISONED = "the worker process died twice on this item (segfault or out of memory)"
 
 
 def _lock(journal, seconds: float) -> None:
@@ -137,11 +175,12 @@ def _same_store(out: Path, nonce: str) -> bool:
 
 
 def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[WorkItem, list[int]]],
-                  step_ref: str, options: dict, timeout_s: float, nonce: str) -> dict:
+                  step_ref: str, options: dict, timeout_s: float, nonce: str, retry: dict | None = None) -> dict:
     """Process every item of shard ``shard`` and write its completion marker.
 
     ``items``: (item, rows) pairs in shard order; ``nonce``: the store creation this task
-    belongs to. Returns the marker dict.
+    belongs to; ``retry``: ``{"run": id, "keys": [...]}`` to re-run recorded failures of a
+    finished shard (``--retry-failed``). Returns the marker dict.
     """
     out_path = Path(out)
     layout = StoreLayout.from_attrs(layout_attrs)
@@ -154,23 +193,37 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
         stale = {"shard": shard, "items": [], "stale": True}
         if not _same_store(out_path, nonce):
             return stale  # the store was replaced while this task waited
-        if shard_writer.marker_path(out_path, shard).exists():  # an earlier attempt finished it
-            return json.loads(shard_writer.marker_path(out_path, shard).read_text())
-        ended, dangling, timed_out = _read_journal(jpath)
+        last_write = jpath.stat().st_mtime  # when the previous attempt last wrote (see _Watchdog)
+        mpath = shard_writer.marker_path(out_path, shard)
+        old = json.loads(mpath.read_text()) if mpath.exists() else None
+        if old is not None and (retry is None or retry["run"] in old.get("retries", [])):
+            return old  # an earlier attempt finished it (this retry run included)
+        state = _read_journal(jpath)
         arrays = shard_writer.open_arrays(out_path, layout)
 
         def log(line: str) -> None:
             journal.write(line + "\n")
             journal.flush()
 
-        if dangling is not None:
-            key, started = dangling
-            stage = "timeout" if key in timed_out or time.time() - started >= timeout_s else "worker"
-            reason = (f"took longer than {timeout_s:g} s and was killed" if stage == "timeout"
-                      else "the worker process died on this item (segfault or out of memory)")
+        if retry is not None and retry["run"] not in state.runs:
+            log("retry " + json.dumps(retry))
+            state = _read_journal(jpath)
+        for rec in (old or {}).get("items", []):
+            if retry is None or rec["key"] not in retry["keys"]:
+                state.ended.setdefault(rec["key"], rec)
+        ended = state.ended
+        if state.dangling is not None:
+            key, started = state.dangling
             rows = next((r for it, r in items if it.key == key), [])
-            ended[key] = {"key": key, "rows": rows, "ok": False, "stage": stage, "reason": reason, "seconds": None}
-            log("end " + json.dumps(ended[key]))
+            if key in state.timed_out or last_write - started >= timeout_s:
+                ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "timeout",
+                              "reason": f"took longer than {timeout_s:g} s and was killed", "seconds": None}
+                log("end " + json.dumps(ended[key]))
+            elif state.starts[key] >= 2:
+                ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "worker", "reason": POISONED,
+                              "detail": f"started {state.starts[key]} times, never finished", "seconds": None}
+                log("end " + json.dumps(ended[key]))
+            # else: the worker died once with this item in flight: it is tried again below
         for item, rows in items:
             if item.key in ended:
                 records.append(ended[item.key])
@@ -191,15 +244,19 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                         rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)
             except StepFailed as e:
                 rec.update(ok=False, stage=e.stage, reason=e.reason)
+                if getattr(e, "detail", None):
+                    rec["detail"] = str(e.detail)[:2000]
             except SchemaError as e:
-                rec.update(ok=False, stage="schema", reason=str(e))
+                rec.update(ok=False, stage="schema", reason="a sample breaks the store contract", detail=str(e)[:2000])
             except Exception as e:  # noqa: BLE001  (a bug on one object must not stop the run)
-                rec.update(ok=False, stage="error", reason=_one_line(e))
+                rec.update(ok=False, stage="error", reason=f"unexpected {type(e).__name__} in the step",
+                           detail=_one_line(e))
                 rec["traceback"] = traceback.format_exc(limit=8)
             rec["seconds"] = round(time.perf_counter() - t0, 4)
             log("end " + json.dumps(rec))
             records.append(rec)
         if not _same_store(out_path, nonce):
             return stale
-        shard_writer.write_marker(out_path, shard, records)
-    return {"shard": shard, "items": records}
+        retries = (old or {}).get("retries", []) + ([retry["run"]] if retry else [])
+        shard_writer.write_marker(out_path, shard, records, retries=retries)
+    return {"shard": shard, "items": records, "retries": retries}

@@ -8,9 +8,9 @@ On disk (one folder, a Zarr v3 group)::
     STORE/manifest.json          the run: title, fingerprint, options, counts (written last
                                  at creation: a folder without it is an unfinished creation)
     STORE/_shards/<k>.json       completion marker of shard k: one record per item
-                                 (key, rows, ok, stage, reason, seconds); readers see only
-                                 rows of shards that have one
-    STORE/_shards/<k>.journal    per-attempt journal (start/end lines) used to resume a
+                                 (key, rows, ok, stage, reason, detail, seconds, attrs);
+                                 readers see only rows of shards that have one
+    STORE/_shards/<k>.journal    per-attempt journal (start/end/retry lines) used to resume a
                                  shard inside a crashed or timed-out task
     STORE/failures.jsonl         all failed items (rebuilt from the markers at the end of a run)
 
@@ -161,8 +161,13 @@ def completed_shards(out: Path) -> set[int]:
     return {int(e.name[:-5]) for e in os.scandir(d) if e.name.endswith(".json") and e.name[:-5].isdigit()}
 
 
-def write_marker(out: Path, shard: int, records: list[dict]) -> None:
-    _atomic_write_json(marker_path(out, shard), {"shard": shard, "finished": time.time(), "items": records})
+def write_marker(out: Path, shard: int, records: list[dict], retries: list[str] | None = None) -> None:
+    """Write (or replace, for ``--retry-failed``) shard k's marker atomically (temp file + rename).
+    ``retries``: the retry run ids already applied to this shard."""
+    marker = {"shard": shard, "finished": time.time(), "items": records}
+    if retries:
+        marker["retries"] = list(retries)
+    _atomic_write_json(marker_path(out, shard), marker)
 
 
 def read_markers(out: Path) -> list[dict]:

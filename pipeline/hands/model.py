@@ -90,7 +90,7 @@ class HandModel:
             out = self._smplx(betas=t(betas), global_orient=t(pose[:, :3]),
                               hand_pose=t(pose[:, 3:] - self.hands_mean), transl=t(trans))
         verts = out.vertices.numpy()
-        return verts, parts.joints21(out.joints.numpy(), verts)
+        return verts, parts.joints21(out.joints.numpy(), verts, self.side)
 
 
 def transform_mano(model: HandModel, pose: np.ndarray, trans: np.ndarray, betas: np.ndarray,

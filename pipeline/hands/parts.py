@@ -20,11 +20,23 @@ MANO_PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], n
 JOINT_PART = ("palm",) + ("index",) * 3 + ("middle",) * 3 + ("pinky",) * 3 + ("ring",) * 3 + ("thumb",) * 3
 JOINT_PART_INDEX = np.array([HAND_PARTS.index(p) for p in JOINT_PART], np.int64)  # [16] into HAND_PARTS
 
-# fingertip vertices of the MANO topology (thumb, index, middle, ring, pinky), as in manopth
-TIP_VERTEX_IDS = (745, 317, 444, 556, 673)
-# [16 joints + 5 tips] -> the 21-joint order used by DexYCB / manopth:
+# Fingertip vertices (thumb, index, middle, ring, pinky) per side, as manopth's ManoLayer
+# takes them (manopth/manolayer.py, ManoLayer.forward): the middle tip is vertex 444 on the
+# right hand but 445 on the left. DexYCB's joint_3d/joint_2d labels were made with manopth.
+TIP_VERTEX_IDS = {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)}
+# [16 joints + 5 tips] -> the 21-joint order used by DexYCB / manopth (manolayer.py's final
+# reorder; dex_ycb_toolkit/dex_ycb.py _MANO_JOINTS names them, see JOINT21_NAMES):
 # wrist, thumb(CMC,MCP,IP,tip), index(MCP,PIP,DIP,tip), middle(...), ring(...), pinky(...)
 JOINT21_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+JOINT21_NAMES = ("wrist",) + tuple(f"{f}_{j}" for f in ("thumb", "index", "middle", "ring", "little")
+                                   for j in ("mcp", "pip", "dip", "tip"))  # DexYCB's names (thumb "mcp" = CMC)
+
+
+def tip_vertex_ids(side: str) -> tuple[int, ...]:
+    """The five fingertip vertex ids of ``side`` ("left"/"right"), manopth's choice."""
+    if side not in TIP_VERTEX_IDS:
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return TIP_VERTEX_IDS[side]
 
 
 def vertex_parts(weights: np.ndarray) -> np.ndarray:
@@ -48,8 +60,8 @@ def sort_faces_by_part(weights: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
     return np.ascontiguousarray(faces[order]), ranges
 
 
-def joints21(joints16: np.ndarray, vertices: np.ndarray, tip_ids=TIP_VERTEX_IDS) -> np.ndarray:
-    """[...,21,3] DexYCB-ordered joints from the 16 skeleton joints [...,16,3] and fingertip
-    vertices of ``vertices`` [...,V,3]."""
-    tips = vertices[..., list(tip_ids), :]
+def joints21(joints16: np.ndarray, vertices: np.ndarray, side: str) -> np.ndarray:
+    """[...,21,3] DexYCB-ordered joints from the 16 skeleton joints [...,16,3] (MANO order) and
+    the fingertip vertices of ``side`` taken from ``vertices`` [...,V,3] (manopth's tips)."""
+    tips = vertices[..., list(tip_vertex_ids(side)), :]
     return np.concatenate([joints16, tips], axis=-2)[..., list(JOINT21_ORDER), :]

@@ -30,7 +30,7 @@ RING = 8            # vertices per tube ring
 BLEND = 0.004       # m, skinning blend half-width at a joint
 MIRROR_AA = np.array([1.0, -1.0, -1.0])  # axis-angle under the x -> -x mirror
 
-# finger: (joint ids, base point, direction, segment lengths, radius); tip order matches TIP_VERTEX_IDS
+# finger: (joint ids, base point, direction, segment lengths, radius); tip order matches TIP_VERTEX_IDS[side]
 _FINGERS = {
     "thumb": ((13, 14, 15), (0.022, -0.006, 0.030), (1.0, -0.35, 1.1), (0.034, 0.030, 0.026), 0.0105),
     "index": ((1, 2, 3), (0.092, 0.0, 0.030), (1.0, 0.0, 0.06), (0.040, 0.024, 0.020), 0.0088),
@@ -177,7 +177,7 @@ def _right_arrays() -> dict:
     # permute vertices so fingertips sit at MANO's tip vertex ids
     old_tips = [tips[n] for n in _TIP_FINGER_ORDER]
     order = np.full(N_VERTS, -1)
-    order[list(TIP_VERTEX_IDS)] = old_tips
+    order[list(TIP_VERTEX_IDS["right"])] = old_tips
     rest = [i for i in range(N_VERTS) if i not in set(old_tips)]
     order[order < 0] = rest
     inv = np.empty(N_VERTS, int)
@@ -218,9 +218,14 @@ def standin_arrays(side: str, left_shapedirs_as_mano: bool = False) -> dict:
     sd = r["shapedirs"].copy()
     if not left_shapedirs_as_mano:
         sd = sd * flip[None, :, None]
+    # the mirror image, with the fingertips at MANO_LEFT's tip vertices (middle tip 445, not 444)
+    perm = np.arange(N_VERTS)
+    for a, b in zip(TIP_VERTEX_IDS["left"], TIP_VERTEX_IDS["right"], strict=True):
+        perm[a], perm[b] = perm[b], perm[a]
+    inv = np.argsort(perm)
     return {
-        "v_template": r["v_template"] * flip, "f": r["f"][:, ::-1].copy(), "weights": r["weights"].copy(),
-        "J_regressor": r["J_regressor"].copy(), "kintree_table": r["kintree_table"].copy(), "shapedirs": sd,
-        "posedirs": r["posedirs"].copy(), "hands_components": mirror_pose(r["hands_components"]),
-        "hands_mean": mirror_pose(r["hands_mean"]),
+        "v_template": (r["v_template"] * flip)[perm], "f": inv[r["f"][:, ::-1]].astype(np.uint32),
+        "weights": r["weights"][perm], "J_regressor": r["J_regressor"][:, perm],
+        "kintree_table": r["kintree_table"].copy(), "shapedirs": sd[perm], "posedirs": r["posedirs"][perm],
+        "hands_components": mirror_pose(r["hands_components"]), "hands_mean": mirror_pose(r["hands_mean"]),
     }

@@ -12,7 +12,8 @@ Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
     converted with the hand model's ``hands_components``), ``trans`` [T,3] m, ``betas`` [10];
   * ``object_poses`` [T,4,4]: object-file frame (metres) -> camera; this places the object
     *at rest* (``object_mesh`` as the file holds it), which is what ``obj_rot``/``obj_trans``
-    store and what reference views and points show;
+    store and what reference views and points show. A mesh file in other units carries its
+    unit as a uniform scale here (TACO's ``_cm.obj``: pose @ diag(0.01, 0.01, 0.01, 1));
   * ``object_parts`` (optional): the object layer as rigid parts when it is not simply
     ``object_mesh`` moved by ``object_poses`` -- an articulated object (ARCTIC: top and
     bottom, the top turned by the articulation angle) or several manipulated objects sharing
@@ -76,6 +77,11 @@ class HoiAdapter(Protocol):
     (driver side) and ``StepFailed`` for a broken item (worker side)."""
 
     name: str
+    # MANO_LEFT shapedirs x negated (smplx issue #48 fix) when the dataset was annotated:
+    # the default of ``--fix-left-shapedirs/--no-fix-left-shapedirs``
+    fix_left_shapedirs: bool
+    # set by ``list_items``: windows dropped by ``selection["min_valid_frames"]``
+    skipped_windows: int
 
     def list_items(self, root: Path, selection: dict) -> list[WorkItem]:
         """Items under ``root`` picked by ``selection`` (dataset-specific keys, e.g. subjects,
@@ -92,8 +98,20 @@ class HoiAdapter(Protocol):
         """uint8 [H,W,3] scene reference of the item's camera (the dataset's best choice)."""
 
 
-def frame_windows(n_frames: int, frames_per_window: int, stride: int) -> list[list[int]]:
+def frame_windows(n_frames: int, frames_per_window: int, stride: int, valid=None,
+                  min_valid: float = 0.0) -> list[list[int]]:
     """Non-overlapping windows of ``frames_per_window`` frames taken every ``stride`` source
-    frames: [[0, s, .., (T-1)s], [Ts, ..], ...]; a tail shorter than T is dropped."""
+    frames: [[0, s, .., (T-1)s], [Ts, ..], ...]; a tail shorter than T is dropped.
+
+    ``valid``: optional bool [n_frames], "a hand is annotated in source frame i"; a window
+    whose fraction of valid frames is below ``min_valid`` (0..1) is dropped (the others keep
+    their frame ids). Windows dropped = ``len(frame_windows(n, T, s)) - len(this)``.
+    """
     ids = list(range(0, n_frames, stride))
-    return [ids[i:i + frames_per_window] for i in range(0, len(ids) - frames_per_window + 1, frames_per_window)]
+    wins = [ids[i:i + frames_per_window] for i in range(0, len(ids) - frames_per_window + 1, frames_per_window)]
+    if valid is None or min_valid <= 0:
+        return wins
+    valid = np.asarray(valid, bool)
+    if valid.shape != (n_frames,):
+        raise ValueError(f"valid must be [{n_frames}] bool, got shape {valid.shape}")
+    return [w for w in wins if valid[w].mean() >= min_valid]

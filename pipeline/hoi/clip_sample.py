@@ -12,7 +12,10 @@ parameters, joints and the object trajectory are all in it, metres.
     ``obj_rot``/``obj_trans``/``obj_scale`` place the *canonical* frame (radius 0.5) in the
     camera: camera point = R(obj_rot) @ (obj_scale * p) + obj_trans, metres;
   * invalid frames: hand layers absent, ``hand_valid`` False, pose/trans/joints_3d zero,
-    joints_2d -1; an unannotated object frame has no object layer and identity rotation.
+    joints_2d -1; an unannotated object frame has no object layer and identity rotation;
+  * label agreement: where the clip has ``joints_label``, the sample's ``attrs`` hold
+    ``joint_agreement`` (mm between our 21 joints and the labels); the job fails a window
+    whose ``joint_err_max_mm`` is over ``HoiConfig.max_joint_error_mm``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pipeline.render.cameras import project
 from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
 from schemas import HANDS
 from schemas.config import HoiConfig
-from schemas.store import MANO_BETAS_DIM, N_JOINTS
+from schemas.store import MANO_BETAS_DIM, N_JOINTS, SAMPLE_ATTRS
 
 GL4 = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -66,6 +69,13 @@ def _object_parts(clip: ClipData, obj: ObjectModel | None) -> list[tuple[np.ndar
     return [(np.asarray(p.vertices, np.float64), np.asarray(p.poses, np.float64)) for p in clip.object_parts]
 
 
+def _pose_unit(object_poses: np.ndarray, valid: np.ndarray) -> float:
+    """Uniform scale of ``object_poses`` (metres per mesh-file unit; 1 for metre meshes),
+    read from the first valid frame."""
+    ok = np.flatnonzero(valid)
+    return float(np.cbrt(np.linalg.det(object_poses[ok[0]][:3, :3]))) if len(ok) else 1.0
+
+
 def _hand_geometry(clip: ClipData, models: dict[str, HandModel]):
     """Per side: (vertices_cv [T,V,3], joints_cv [T,21,3], valid [T]) for the sides in the clip."""
     out = {}
@@ -73,6 +83,40 @@ def _hand_geometry(clip: ClipData, models: dict[str, HandModel]):
         verts, joints = models[side].forward(h.pose, h.betas, h.trans)
         out[side] = (verts, joints, np.asarray(h.valid, bool))
     return out
+
+
+def joint_agreement(joints: dict[str, np.ndarray], valid: dict[str, np.ndarray],
+                    labels: dict[str, np.ndarray] | None) -> dict:
+    """Distance between our hand model's 21 joints and the dataset's joint labels, in mm.
+
+    ``joints``/``labels``: side -> [T,21,3] metres, same frame (OpenCV camera), same joint
+    order (DexYCB/manopth); ``valid``: side -> [T] bool (our hand annotated). Compared over
+    frames where the hand is valid and the label finite (NaN = no label: a whole frame, or single
+    joints, e.g. ARCTIC's fingertips, which are other vertices than manopth's). Returns the sample
+    attrs ``joint_err_mean_mm`` / ``joint_err_max_mm`` over both sides together (all compared
+    joints of the window), ``joint_err_mean_mm_<side>`` / ``joint_err_max_mm_<side>`` per side,
+    ``joint_err_frames`` (hand-frames compared) and ``joint_err_worst`` ("left joint 12"); {}
+    when nothing could be compared.
+    """
+    out, errs, worst = {}, [], (-1.0, "")
+    for side, lab in (labels or {}).items():
+        if side not in joints:
+            continue
+        lab = np.asarray(lab, np.float64)
+        ok = np.asarray(valid[side], bool) & np.isfinite(lab).all(axis=2).any(axis=1)
+        if not ok.any():
+            continue
+        e = np.linalg.norm(joints[side][ok] - lab[ok], axis=-1) * 1000.0  # [n,21] mm; NaN: joint not labelled
+        out[f"joint_err_mean_mm_{side}"] = round(float(np.nanmean(e)), 4)
+        out[f"joint_err_max_mm_{side}"] = round(float(np.nanmax(e)), 4)
+        if np.nanmax(e) > worst[0]:
+            worst = (float(np.nanmax(e)), f"{side} joint {int(np.unravel_index(np.nanargmax(e), e.shape)[1])}")
+        errs.append(e)
+    if not errs:
+        return {}
+    e = np.concatenate([x.reshape(-1) for x in errs])
+    return {"joint_err_mean_mm": round(float(np.nanmean(e)), 4), "joint_err_max_mm": round(float(np.nanmax(e)), 4),
+            "joint_err_frames": int(sum(len(x) for x in errs)), "joint_err_worst": worst[1], **out}
 
 
 def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandModel], obj: ObjectModel | None,
@@ -141,7 +185,10 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         rots[t] = Rotation.from_matrix(rot).as_quat()
         trans[t] = M[:3, 3]
     empty = np.zeros((6, R, R, 3), np.uint8)
+    attrs = joint_agreement({s: g[1] for s, g in hands.items()}, {s: g[2] for s, g in hands.items()},
+                            clip.joints_label)
     return {
+        SAMPLE_ATTRS: attrs,
         "rgb": np.stack([crop.crop_image(im, box, R) for im in clip.images]),
         "mlo_normal": normal,
         "mlo_depth": depth.astype(np.float16),
@@ -152,8 +199,9 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         "point_normals": obj.point_normals if obj is not None else np.tile(np.float32([0, 0, 1]), (2048, 1)),
         "obj_rot": rots.astype(np.float32),
         "obj_trans": trans,
-        # canonical -> metres: the inverse of mesh_io's uniform normalising scale
-        "obj_scale": np.array([1.0 / canon_from_file[0, 0]], np.float32),
+        # canonical -> metres: the inverse of mesh_io's uniform normalising scale, times the mesh
+        # file's unit when ``object_poses`` carry one as a uniform scale (TACO's cm meshes: 0.01)
+        "obj_scale": np.array([_pose_unit(clip.object_poses, obj_valid) / canon_from_file[0, 0]], np.float32),
         "K": K.astype(np.float32),
         "cam_pose": np.eye(4, dtype=np.float32),
         "mano_pose": mano_pose,

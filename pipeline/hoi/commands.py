@@ -37,7 +37,14 @@ def render_hoi(
     stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
     crop_margin: Annotated[float, typer.Option(help="crop side / hand-object box side")] = 1.25,
-    fix_left_shapedirs: Annotated[bool, typer.Option(help="negate MANO_LEFT shapedirs x (DexYCB: off, as annotated)")] = False,
+    fix_left_shapedirs: Annotated[bool | None, typer.Option(
+        "--fix-left-shapedirs/--no-fix-left-shapedirs",
+        help="negate MANO_LEFT shapedirs x; default: as the dataset was annotated (DexYCB: no)")] = None,
+    split: Annotated[str | None, typer.Option(help="the dataset's official split (DexYCB: s0-train .. s3-test)")] = None,
+    min_valid_frames: Annotated[float, typer.Option(
+        help="skip windows where fewer than this fraction of frames have an annotated hand")] = 0.5,
+    max_joint_error_mm: Annotated[float, typer.Option(
+        help="fail a clip whose MANO joints miss the dataset's joint labels by more (mm)")] = 5.0,
     samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 8")] = 0,
     seed: Annotated[int, typer.Option(help="seed (object point sampling)")] = 0,
     workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
@@ -57,16 +64,21 @@ def render_hoi(
     try:
         cfg = HoiConfig(frames=frames, stride=stride, resolution=resolution, samples_per_shard=samples_per_shard,
                         crop_margin=crop_margin, hand_model=hand_model, fix_left_shapedirs=fix_left_shapedirs,
-                        seed=seed, timeout_s=timeout).validate()
+                        max_joint_error_mm=max_joint_error_mm, seed=seed, timeout_s=timeout).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
+    if not 0.0 <= min_valid_frames <= 1.0:
+        raise UserError(f"--min-valid-frames must be in 0..1, got {min_valid_frames}")
     check_writable(out)
-    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None}
+    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None,
+                 "split": split, "min_valid_frames": min_valid_frames}
     gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
     job = hoi_job.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
                                 workers)
     if cfg.hand_model == "stand-in":
         typer.echo("note: hands are the stand-in hand (not MANO)", err=True)
+    for note in job.notes:
+        typer.echo(f"note: {note}", err=True)
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
     typer.echo(summary.format())
 
@@ -90,3 +102,30 @@ def make_demo_hoi(
     demo.make_demo(layout, out, frames, seed)
     typer.echo(f"wrote a {layout}-layout demo (stand-in hand (not MANO), {frames} frames) to {out}\n"
                f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in")
+
+
+def export_sequence(
+    dataset: Annotated[str, typer.Argument(help="dataset adapter to read (a render-hoi dataset name)")],
+    root: Annotated[Path, typer.Option(help="dataset root, as for render-hoi")],
+    out: Annotated[Path, typer.Option(help="folder to write the sequence folders into")],
+    subjects: Annotated[list[str] | None, typer.Option(help="subjects to use (name or suffix, repeatable)")] = None,
+    sequences: Annotated[list[str] | None, typer.Option(help="sequences to use (repeatable)")] = None,
+    cameras: Annotated[list[str] | None, typer.Option(help="cameras to use (repeatable)")] = None,
+    split: Annotated[str | None, typer.Option(help="the dataset's official split")] = None,
+    hand_model: Annotated[str, typer.Option(help="'mano' or 'stand-in': converts PCA/relative poses to absolute")] = "mano",
+    mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl")] = None,
+    fix_left_shapedirs: Annotated[bool | None, typer.Option(
+        "--fix-left-shapedirs/--no-fix-left-shapedirs",
+        help="how the dataset's left hands were fitted; default: the dataset's own setting")] = None,
+):
+    """Write a dataset's sequences (one folder per sequence x camera) in the open sequence format."""
+    from pipeline.hoi.export_sequence import export
+
+    check_writable(out)
+    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None,
+                 "split": split}
+    summary = export(dataset, root, out, selection, hand_model, str(mano_dir) if mano_dir else None,
+                     fix_left_shapedirs, echo=typer.echo)
+    typer.echo(summary.format())
+    if not summary.written:
+        raise typer.Exit(1)

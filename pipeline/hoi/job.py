@@ -22,6 +22,7 @@ from pipeline.hoi.datasets import get_adapter
 from pipeline.mesh_io import load_object
 from schemas import LAYER_NAMES, StoreLayout
 from schemas.config import HoiConfig
+from schemas.store import SAMPLE_ATTRS
 
 STEP = "pipeline.hoi.job:render_hoi_item"
 
@@ -43,9 +44,9 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
     """Worker-side step: all T-frame windows of one (sequence, camera) as contract samples."""
     from pipeline.render.workers import worker_renderers
 
-    cfg = HoiConfig.from_dict(options["hoi"])
     root = Path(options["root"])
     adapter = get_adapter(options["dataset"])
+    cfg = resolve_config(HoiConfig.from_dict(options["hoi"]), adapter)
     models = hand_models(cfg.hand_model, options.get("mano_dir"), cfg.fix_left_shapedirs)
     windows = adapter.windows(root, item, options["selection"])
     if len(windows) != item.n_samples:
@@ -59,12 +60,36 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
             obj = None
             if clip.object_mesh is not None:
                 obj = _object_model(str(clip.object_mesh), clip.extras.get("ycb_class", clip.object_mesh.parent.name), cfg)
-            samples.append(build_sample(clip, background, models, obj, renderers.layers, cfg))
+            sample = build_sample(clip, background, models, obj, renderers.layers, cfg)
         except StepFailed:
             raise
         except Exception as e:  # noqa: BLE001  (GL errors etc. are this item's failure)
             raise StepFailed("render", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+        check_joint_agreement(sample.get(SAMPLE_ATTRS, {}), cfg, frame_ids)
+        samples.append(sample)
     return samples
+
+
+def resolve_config(cfg: HoiConfig, adapter) -> HoiConfig:
+    """``cfg`` with ``fix_left_shapedirs`` None replaced by the adapter's own setting
+    (``adapter.fix_left_shapedirs``, how the dataset was annotated; False if it says nothing)."""
+    if cfg.fix_left_shapedirs is None:
+        cfg = dataclasses.replace(cfg, fix_left_shapedirs=bool(getattr(adapter, "fix_left_shapedirs", False)))
+    return cfg
+
+
+def check_joint_agreement(attrs: dict, cfg: HoiConfig, frame_ids: list[int]) -> None:
+    """``StepFailed("labels")`` when the window's worst joint error (``attrs`` from
+    ``clip_sample.joint_agreement``) is over ``cfg.max_joint_error_mm``; no labels = no check."""
+    worst = attrs.get("joint_err_max_mm")
+    if worst is None or worst <= cfg.max_joint_error_mm:
+        return
+    why = ("wrong labels, or the stand-in hand is not MANO (real data needs --hand-model mano)?"
+           if cfg.hand_model == "stand-in" else "wrong MANO files, left-hand shapedirs setting (now "
+           f"{'fixed' if cfg.fix_left_shapedirs else 'as shipped'}) or labels?")
+    raise StepFailed("labels", f"MANO joints disagree with the dataset's joint labels by {worst:.1f} mm "
+                     f"(mean {attrs['joint_err_mean_mm']:.1f} mm; worst: {attrs['joint_err_worst']}, frames "
+                     f"{frame_ids[0]}..{frame_ids[-1]}) > {cfg.max_joint_error_mm:g} mm: {why}")
 
 
 def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: dict, mano_dir: str | None,
@@ -72,9 +97,15 @@ def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: di
     """The Job of ``render-hoi``: lists items (UserError on a bad root/selection) and checks the hand model.
     ``cfg.samples_per_shard == 0`` picks the shard size (HOI samples are big: at most 8)."""
     adapter = get_adapter(dataset)
-    selection = {**selection, "frames": cfg.frames, "stride": cfg.stride}
+    cfg = resolve_config(cfg, adapter)  # the resolved setting travels in the options (and the fingerprint)
+    selection = {"min_valid_frames": 0.5, "split": None, **selection, "frames": cfg.frames, "stride": cfg.stride}
     hand_models(cfg.hand_model, mano_dir, cfg.fix_left_shapedirs)  # fail early, on the driver
+    adapter.skipped_windows = 0
     items = adapter.list_items(Path(root), selection)
+    notes = []
+    if adapter.skipped_windows:
+        notes.append(f"{adapter.skipped_windows} window{'s' if adapter.skipped_windows != 1 else ''} skipped: fewer "
+                     f"than {selection['min_valid_frames']:.0%} of frames with a hand (--min-valid-frames)")
     if cfg.samples_per_shard == 0 and items:
         size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, Path(out), cap=8)
         cfg = dataclasses.replace(cfg, samples_per_shard=max(size, max(i.n_samples for i in items)))
@@ -83,4 +114,4 @@ def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: di
                "hoi": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}  # timeouts do not change output
     model_name = "stand-in hand (not MANO)" if cfg.hand_model == "stand-in" else "MANO"
     return Job(out=Path(out), layout=hoi_layout(cfg), items=items, step=STEP, options=options,
-               title=f"render-hoi {dataset} ({model_name})", num_gpus_per_worker=num_gpus_per_worker)
+               title=f"render-hoi {dataset} ({model_name})", num_gpus_per_worker=num_gpus_per_worker, notes=notes)

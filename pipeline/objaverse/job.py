@@ -1,7 +1,10 @@
 """render-objaverse as a Job: list items on the driver, render each inside a worker.
 
 Sources: ``objaverse`` (the real package; uids, LVIS filter, uid file, cache folder),
-a local folder of meshes, or ``builtin`` (demo objects the project generates).
+``objaverse-xl`` (the package's ``objaverse.xl`` API: annotations, per-source downloads;
+selection by source, license, LVIS, identifier file), a local folder of meshes, or
+``builtin`` (demo objects the project generates). Face-count limits (``--min-faces``,
+``--max-faces``) are checked when an object is loaded (the annotations carry no face counts).
 """
 
 from __future__ import annotations
@@ -16,19 +19,31 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.mesh_io import load_object
 from pipeline.objaverse.sample import objaverse_layout, render_object
-from pipeline.objaverse.sources import builtin, local, objaverse_source
+from pipeline.objaverse.sources import builtin, local, objaverse_source, objaverse_xl
 from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
 
 STEP = "pipeline.objaverse.job:objaverse_step"
+NAMED_SOURCES = ("builtin", "objaverse", "objaverse-xl")
 
 
 def list_items(source: str, limit: int | None = None, uids_file: str | None = None, lvis: list[str] | None = None,
-               cache_dir: str | None = None, clips: int = 1) -> list[WorkItem]:
-    """Items of a source: ``objaverse``, ``builtin`` or a folder path."""
+               cache_dir: str | None = None, clips: int = 1, xl_sources: list[str] | None = None,
+               licenses: list[str] | None = None, notes: list[str] | None = None) -> list[WorkItem]:
+    """Items of a source: ``objaverse``, ``objaverse-xl``, ``builtin`` or a folder path.
+    ``notes``: a list that receives lines for the run summary."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
-    if source == "builtin":
+    if (xl_sources or licenses) and source != "objaverse-xl":
+        raise UserError("--xl-source and --license select from Objaverse-XL annotations: use --source objaverse-xl "
+                        "(its sketchfab source holds the Objaverse 1.0 objects, with their licenses)")
+    if source == "objaverse-xl":
+        pairs, lines = objaverse_xl.list_objects(cache_dir, xl_sources, licenses, uids_file, lvis, limit)
+        if notes is not None:
+            notes.extend(lines)
+        if not pairs:
+            raise UserError("no Objaverse-XL object matches the selection (--xl-source, --license, --lvis, --uids)")
+    elif source == "builtin":
         keys = builtin.builtin_uids()
         pairs = [(k, k) for k in (keys[:limit] if limit else keys)]
     elif source == "objaverse":
@@ -43,6 +58,8 @@ def fetch_path(source: str, locator: str, cache_dir: str | None) -> Path:
         return builtin.write_builtin(locator, Path(tempfile.gettempdir()) / f"manivideo-builtin-{os.getuid()}")
     if source == "objaverse":
         return objaverse_source.fetch(locator, cache_dir)
+    if source == "objaverse-xl":
+        return objaverse_xl.fetch(locator, cache_dir)
     path = Path(locator)
     if not path.exists():
         raise StepFailed("fetch", f"file vanished: {path}")
@@ -53,28 +70,32 @@ def objaverse_step(item: WorkItem, options: dict) -> list[dict]:
     """Worker-side step: fetch, load, canonicalise, render all clips of one object."""
     cfg = RenderConfig.from_dict(options["render"])
     path = fetch_path(options["source"], item.locator, options.get("cache_dir"))
-    obj = load_object(item.key, path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px)
+    obj = load_object(item.key, path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px, cfg.normalise,
+                      cfg.min_faces)
     renderers = worker_renderers(cfg.resolution, cfg.yfov_deg)
     try:
         return render_object(obj, cfg, renderers)
     except StepFailed:
         raise
     except Exception as e:  # noqa: BLE001  (GL errors etc. are this object's failure)
-        raise StepFailed("render", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+        text = str(e).strip().splitlines()
+        raise StepFailed("render", "rendering failed", f"{type(e).__name__}: {text[0][:300] if text else ''}") from None
 
 
 def build_job(source: str, out: Path, cfg: RenderConfig, limit: int | None = None, uids_file: str | None = None,
-              lvis: list[str] | None = None, cache_dir: str | None = None, workers: int = 1) -> Job:
+              lvis: list[str] | None = None, cache_dir: str | None = None, workers: int = 1,
+              xl_sources: list[str] | None = None, licenses: list[str] | None = None) -> Job:
     """The job for a source. ``cfg.samples_per_shard == 0`` picks the shard size automatically."""
-    items = list_items(source, limit, uids_file, lvis, cache_dir, cfg.clips_per_object)
+    notes: list[str] = []
+    items = list_items(source, limit, uids_file, lvis, cache_dir, cfg.clips_per_object, xl_sources, licenses, notes)
     if cfg.samples_per_shard == 0:
         total = sum(i.n_samples for i in items)
         size = max(auto_samples_per_shard(total, workers, Path(out)), cfg.clips_per_object)
         cfg = dataclasses.replace(cfg, samples_per_shard=size)
-    src = source if source in ("builtin", "objaverse") else str(Path(source).resolve())
-    options = {"source": "local" if src not in ("builtin", "objaverse") else src,
+    src = source if source in NAMED_SOURCES else str(Path(source).resolve())
+    options = {"source": "local" if src not in NAMED_SOURCES else src,
                "cache_dir": str(cache_dir) if cache_dir else None,
                # the per-object timeout does not change the output: not part of the job's identity
                "render": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}
     return Job(out=Path(out), layout=objaverse_layout(cfg), items=items, step=STEP, options=options,
-               title=f"render-objaverse ({src})")
+               title=f"render-objaverse ({src})", notes=notes)

@@ -3,25 +3,43 @@
 Per object (shared by its clips): six canonical reference views, 2048 surface points.
 Per clip: a trajectory, a background, T RGB frames over it, and the object layer's exact
 normal and depth maps for every frame (all T frames in one atlas pass).
+
+Quality gate and figures: each sample's attrs (``schemas.store.SAMPLE_ATTRS``) hold
+``coverage_frames`` (object pixel fraction per frame, from the exact depth layer),
+``coverage_refs`` (per reference view, REF_VIEW_NAMES order, from the RGB coverage alpha),
+``faces``, ``textured`` and ``outside_area`` (surface fraction outside the unit sphere after
+"bulk" normalisation). An object whose largest reference-view coverage is below
+``cfg.min_coverage`` fails at stage "quality" ("degenerate framing") before any clip is drawn.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import StepFailed
 from pipeline.mesh_io import CanonicalObject
 from pipeline.objaverse import backgrounds, trajectory
-from pipeline.object_refs import object_points, reference_views
+from pipeline.object_refs import object_points, reference_views_with_coverage
 from pipeline.render.cameras import intrinsics, look_at
 from pipeline.render.workers import Renderers
 from pipeline.seeding import sample_rng
 from schemas import StoreLayout
 from schemas.config import RenderConfig
+from schemas.store import SAMPLE_ATTRS
 
 
 def objaverse_layout(cfg: RenderConfig) -> StoreLayout:
     return StoreLayout(kind="objaverse", frames=cfg.frames, resolution=cfg.resolution, layers=("object",),
                        samples_per_shard=cfg.samples_per_shard)
+
+
+def check_framing(ref_coverage: np.ndarray, min_coverage: float) -> None:
+    """StepFailed("quality", "degenerate framing") if every reference view's object pixel
+    fraction (float [6]) is below ``min_coverage``."""
+    best = float(np.max(ref_coverage))
+    if best < min_coverage:
+        raise StepFailed("quality", "degenerate framing",
+                         f"largest reference-view coverage {best:.3%} < --min-coverage {min_coverage:.3%}")
 
 
 def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers) -> list[dict[str, np.ndarray]]:
@@ -31,7 +49,8 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers)
     cam_pose = look_at((0.0, 0.0, cfg.cam_distance))
     view = np.linalg.inv(cam_pose)
 
-    ref_views = reference_views(obj, renderers.rgb, cfg.cam_distance, R)
+    ref_views, ref_coverage = reference_views_with_coverage(obj, renderers.rgb, R)
+    check_framing(ref_coverage, cfg.min_coverage)
     points, point_normals = object_points(obj, cfg.seed)
     renderers.layers.upload("object", obj.mesh.vertices, obj.mesh.vertex_normals, obj.mesh.faces)
 
@@ -45,7 +64,11 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers)
         background = backgrounds.gradient_background(sample_rng(cfg.seed, obj.uid, clip, "background"), R)
         rgb = np.stack([renderers.rgb.render(p, cam_pose, background) for p in poses])
         normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K)
+        attrs = {"coverage_frames": [round(float(c), 5) for c in (depth > 0).mean(axis=(1, 2))],
+                 "coverage_refs": [round(float(c), 5) for c in ref_coverage], "faces": obj.faces,
+                 "textured": obj.textured, "outside_area": round(obj.outside, 5)}
         samples.append({
+            SAMPLE_ATTRS: attrs,
             "rgb": rgb,
             "mlo_normal": normal[:, None],
             "mlo_depth": depth[:, None].astype(np.float16),

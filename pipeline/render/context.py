@@ -43,10 +43,20 @@ class GLContext:
         self.pyrender._renderer.delete()
         EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
         EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
+        # disarm pyrender's own __del__ -> delete() -> eglTerminate(shared display)
+        platform._egl_context = platform._egl_display = None
+        self.pyrender._platform = None
         self.pyrender = None
 
+    def __del__(self):  # a dropped context frees itself only, never the shared display
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown: GL may already be gone)
+            pass
 
-@functools.lru_cache(maxsize=2)
+
+@functools.cache
 def shared_context(resolution: int) -> GLContext:
-    """The worker's context for this resolution, created on first use."""
+    """The worker's context for this resolution, created on first use and kept (a worker
+    renders one or two resolutions; evicting one used to terminate the shared EGL display)."""
     return GLContext(resolution)

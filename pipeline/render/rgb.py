@@ -73,6 +73,7 @@ class RGBRenderer:
         self.scene.set_pose(self.root, object_pose)
         self.scene.set_pose(self.camera, camera_pose)
         rgba, _ = self.context.pyrender.render(self.scene, flags=pyrender.RenderFlags.RGBA)
+        self.last_alpha = rgba[..., 3]  # uint8 [R,R] coverage of the last render (object pixel fraction)
         return composite_premultiplied(rgba, background)
 
 

@@ -15,7 +15,7 @@ class Renderers:
     rgb: object
 
 
-@functools.lru_cache(maxsize=2)
+@functools.cache
 def worker_renderers(resolution: int, yfov_deg: float) -> Renderers:
     """Created once per worker process (per resolution and field of view)."""
     from pipeline.render.context import shared_context

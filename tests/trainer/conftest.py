@@ -4,10 +4,11 @@
   (EGL render, 4 frames at 64 px, 2 samples).
 * ``hoi_store``: the HOI pipeline's render-hoi on its DexYCB-layout demo (stand-in hands,
   13 layers, 4 frames at 64 px).
-* ``human_store`` (hand layers only, no object: no pipeline makes one yet): an HOI-kind store
-  written with the lead's shard writer (create_store / write_samples / write_marker) from
-  synthetic but contract-valid arrays: each layer is a disc at its own depth, so layers overlap
-  and D is non-trivial.
+* ``human_store``: the human pipeline itself: render-human on its demo (a drawn figure with
+  OpenPose JSON keypoints; 4 frames at 64 px; frame folders with and without masks, an mp4).
+* ``write_hoi_store`` (hand layers only, no object): an HOI-kind store written with the shard
+  writer (create_store / write_samples / write_marker) from synthetic but contract-valid arrays:
+  each layer is a disc at its own depth, so layers overlap and D is non-trivial.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.store import LAYER_NAMES, N_POINTS, StoreLayout
+from schemas.store import N_POINTS, StoreLayout
 
 FRAMES, RES = 4, 64
 
@@ -99,8 +100,19 @@ def hoi_store(ray_cluster, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def human_store(tmp_path_factory) -> Path:
-    return write_hoi_store(tmp_path_factory.mktemp("stores") / "human.zarr", LAYER_NAMES[1:], seed=1)
+def human_store(ray_cluster, tmp_path_factory) -> Path:
+    """render-human on make-demo-human's three videos (8 frames each: two clips per video)."""
+    from pipeline.engine import runner
+    from pipeline.human import job as human_job
+    from pipeline.human.config import HumanConfig
+    from pipeline.human.demo import make_demo
+
+    root = tmp_path_factory.mktemp("human_demo")
+    make_demo(root, 2 * FRAMES, 0)
+    out = tmp_path_factory.mktemp("stores") / "human.zarr"
+    cfg = HumanConfig(frames=FRAMES, resolution=RES, samples_per_shard=2).validate()
+    runner.run(human_job.build_job(root, out, cfg, 1), 1, progress=False)
+    return out
 
 
 @pytest.fixture

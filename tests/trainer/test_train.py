@@ -33,8 +33,11 @@ def test_logs_checkpoint_validation_and_diffusers_export(stage1_run):
     from diffusers import UNet2DConditionModel
 
     cfg, full = stage1_run
-    rows = [json.loads(line) for line in open(f"{cfg.run_dir}/metrics.jsonl")]
+    lines = [json.loads(line) for line in open(f"{cfg.run_dir}/metrics.jsonl")]
+    rows = [r for r in lines if r.get("split") != "test"]               # training rows; validation rows below
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    val = [r for r in lines if r.get("split") == "test"]
+    assert [r["step"] for r in val] == [4] and val[0]["val/clips"] >= 1 and "val/psnr_region" in val[0]
     assert {"step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait_s", "peak_mem_mb"} <= rows[0].keys()
     assert rows[0]["lr"] < rows[-1]["lr"]                                # warm-up
     ckpt = load_checkpoint(full["checkpoint"])

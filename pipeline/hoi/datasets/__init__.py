@@ -12,6 +12,9 @@ from pipeline.errors import UserError
 
 ADAPTERS = {
     "dexycb": "pipeline.hoi.datasets.dexycb:DexYCBAdapter",
+    "arctic": "pipeline.hoi.datasets.arctic:ArcticAdapter",
+    "taco": "pipeline.hoi.datasets.taco:TacoAdapter",
+    "sequence": "pipeline.hoi.datasets.sequence:SequenceAdapter",
 }
 
 

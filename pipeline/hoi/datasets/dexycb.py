@@ -13,11 +13,21 @@ not annotated). The ``object`` layer is the grasped object ``ycb_ids[ycb_grasp_i
 the other objects of the scene are in the RGB frames only (the MLO has one object slot).
 
 Background reference: the per-pixel median over up to ``BACKGROUND_FRAMES`` frames spread
-over the whole sequence, taking at each pixel only frames whose ``seg`` says background
-(hands and objects masked out); pixels covered in every sampled frame copy the nearest
-pixel that was uncovered (nearest-neighbour fill).
-DexYCB cameras are static, so this is the scene without the hands and objects as far as
-the sequence ever shows it.
+over the whole sequence, taking at each pixel only frames whose ``seg`` is neither a hand
+(255) nor the grasped object's YCB id; static, non-grasped objects stay in the background
+(they are in the target RGB too). Pixels covered in every sampled frame copy the nearest
+pixel that was uncovered (nearest-neighbour fill). DexYCB cameras are static, so this is the
+scene without the hands and the grasped object as far as the sequence ever shows it.
+
+Joint labels: ``labels_*.npz`` ``joint_3d`` [n_hands,21,3] (metres, this camera's frame,
+manopth's 21-joint order; all -1 = none) fills ``ClipData.joints_label`` (NaN = none); the
+job compares it with our MANO joints (``--max-joint-error-mm``).
+
+Selection: ``split`` (official s0..s3 train/val/test, ``dexycb_splits``), then ``subjects``,
+``sequences``, ``cameras`` (names or suffixes) narrow it; ``min_valid_frames``: windows where
+fewer than that fraction of frames have an annotated hand (``pose.npz`` ``pose_m`` not all
+zero) are skipped. Principal point: ``ppx``/``ppy`` are RealSense pixel coordinates where
+pixel i's centre is at i -- the OpenCV convention ``ClipData.K`` uses, taken as is.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from PIL import Image
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
+from pipeline.hoi.background import masked_median as _masked_median  # moved there (shared)
+from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
 
 YCB_CLASSES = (
     "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",
@@ -66,11 +78,46 @@ def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
     return [n for n in names if any(n == w or n.endswith(w) for w in wanted)]
 
 
+def _split(name: str | None) -> Split | None:
+    if name is None:
+        return None
+    try:
+        return split(name)
+    except ValueError as e:
+        raise UserError(f"--split: {e}") from None
+
+
+def _hand_valid(seq_dir: Path, n_frames: int) -> np.ndarray:
+    """bool [n_frames]: a hand is annotated in frame i, read from the sequence's ``pose.npz``
+    (``pose_m`` [F, n_hands, 51] float32; a hand is annotated where its 51 numbers are not all
+    zero -- dex-ycb-toolkit sequence_loader.py: ``np.any(mano_pose != 0.0, axis=2)``)."""
+    path = seq_dir / "pose.npz"
+    try:
+        with np.load(path) as z:
+            pose_m = np.asarray(z["pose_m"])
+    except FileNotFoundError:
+        raise UserError(f"DexYCB layout: {path} is missing (needed by --min-valid-frames; "
+                        "--min-valid-frames 0 skips the check)") from None
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"DexYCB layout: {path} has no readable pose_m ({type(e).__name__})") from None
+    if pose_m.ndim != 3 or pose_m.shape[0] != n_frames or pose_m.shape[2] != 51:
+        raise UserError(f"DexYCB layout: {path} pose_m has shape {pose_m.shape}, expected [{n_frames}, n_hands, 51]")
+    return np.any(pose_m != 0.0, axis=2).any(axis=1)
+
+
 class DexYCBAdapter:
     name = "dexycb"
+    fix_left_shapedirs = False  # DexYCB was annotated with MANO_LEFT as shipped (manopth, no #48 fix)
+
+    def __init__(self):
+        self.skipped_windows = 0
 
     # -- driver side ---------------------------------------------------------------------
     def list_items(self, root: Path, selection: dict) -> list[WorkItem]:
+        """Items of the selection: ``split`` (official, see ``dexycb_splits``) first, then
+        ``subjects``/``sequences``/``cameras`` (names or suffixes) narrow it further; windows with
+        fewer than ``min_valid_frames`` of their frames annotated (``pose.npz``) are dropped and
+        counted in ``self.skipped_windows``."""
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"--root {root} is not a folder (expected the DexYCB root with calibration/ and models/)")
@@ -83,25 +130,52 @@ class DexYCBAdapter:
         chosen = _pick(subjects, selection.get("subjects"))
         if not chosen:
             raise UserError(f"--subjects {selection.get('subjects')} matches none of {subjects[:5]}...")
+        sp = _split(selection.get("split"))
+        if sp is not None:
+            chosen = [s for s in chosen if s in sp.subject_names]
+            if not chosen:
+                raise UserError(f"--split {sp.name} uses subjects {', '.join(sp.subject_names)}; none is under "
+                                f"{root} (with the other selection options)")
         T, stride = int(selection["frames"]), int(selection["stride"])
-        items = []
+        min_valid = float(selection.get("min_valid_frames") or 0.0)
+        items, self.skipped_windows = [], 0
         for subject in chosen:
             seqs = sorted(p.name for p in (root / subject).iterdir() if (p / "meta.yml").is_file())
+            if sp is not None and sp.indexes_sequences:
+                if len(seqs) != SEQUENCES_PER_SUBJECT:
+                    raise UserError(f"--split {sp.name} picks sequences by their index among a subject's "
+                                    f"{SEQUENCES_PER_SUBJECT} (as dex-ycb-toolkit does); {subject} has {len(seqs)}")
+                seqs = [seqs[i] for i in sp.sequences]
             for seq in _pick(seqs, selection.get("sequences")):
                 meta = read_yaml(root / subject / seq / "meta.yml", "meta file")
-                n = len(frame_windows(int(meta.get("num_frames", 0)), T, stride))
+                n_frames = int(meta.get("num_frames", 0))
+                valid = _hand_valid(root / subject / seq, n_frames) if min_valid > 0 else None
+                n_all = len(frame_windows(n_frames, T, stride))
+                n = len(frame_windows(n_frames, T, stride, valid, min_valid))
                 serials = [str(s) for s in meta.get("serials", [])]
+                if sp is not None:
+                    serials = [c for c in serials if c in sp.serial_names]
                 for serial in _pick(serials, selection.get("cameras")):
+                    self.skipped_windows += n_all - n
                     if n > 0:
                         key = f"{subject}/{seq}/{serial}"
                         items.append(WorkItem(key=key, locator=key, n_samples=n))
         if not items:
-            raise UserError("the selection (subjects/sequences/cameras, --frames, --stride) gives no clips")
+            raise UserError("the selection (split/subjects/sequences/cameras, --frames, --stride, --min-valid-frames) "
+                            f"gives no clips ({self.skipped_windows} windows skipped for too few annotated frames)")
         return items
 
     def windows(self, root: Path, item: WorkItem, selection: dict) -> list[list[int]]:
-        meta = self._meta(root, item)
-        return frame_windows(int(meta["num_frames"]), int(selection["frames"]), int(selection["stride"]))
+        subject, seq, _ = item.locator.split("/")
+        n = int(self._meta(root, item)["num_frames"])
+        min_valid = float(selection.get("min_valid_frames") or 0.0)
+        valid = None
+        if min_valid > 0:
+            try:
+                valid = _hand_valid(Path(root) / subject / seq, n)
+            except UserError as e:
+                raise StepFailed("load", str(e)) from None
+        return frame_windows(n, int(selection["frames"]), int(selection["stride"]), valid, min_valid)
 
     # -- worker side ---------------------------------------------------------------------
     def _meta(self, root: Path, item: WorkItem) -> dict:
@@ -153,7 +227,8 @@ class DexYCBAdapter:
         images, obj_poses, obj_valid = [], [], []
         sides = [str(s) for s in meta["mano_sides"]]
         raw = {s: [] for s in sides}
-        for i in frame_ids:
+        joints = {s: np.full((len(frame_ids), 21, 3), np.nan) for s in sides}
+        for t, i in enumerate(frame_ids):
             images.append(self._image(folder, i))
             lab = self._labels(folder, i)
             pose_y = np.asarray(lab["pose_y"], np.float64).reshape(-1, 3, 4)
@@ -165,6 +240,11 @@ class DexYCBAdapter:
             pose_m = np.asarray(lab["pose_m"], np.float64).reshape(-1, 51)
             for h, s in enumerate(sides):
                 raw[s].append(pose_m[h] if h < len(pose_m) else np.zeros(51))
+            if "joint_3d" in lab:  # [n_hands,21,3] m, camera frame; all -1 = no label
+                j3 = np.asarray(lab["joint_3d"], np.float64).reshape(-1, 21, 3)
+                for h, s in enumerate(sides):
+                    if h < len(j3) and not np.all(j3[h] == -1):
+                        joints[s][t] = j3[h]
         hands = {}
         for h, side in enumerate(sides):
             calib = read_yaml(root / "calibration" / f"mano_{meta['mano_calib'][h]}" / "mano.yml", "MANO calibration",
@@ -177,7 +257,7 @@ class DexYCBAdapter:
             hands[side] = HandClip(pose=pose, betas=betas, trans=p[:, 48:51].copy(), valid=valid)
         return ClipData(key=item.key, frame_ids=list(frame_ids), images=np.stack(images), K=self.intrinsics(root, serial),
                         hands=hands, object_mesh=mesh, object_poses=np.stack(obj_poses), object_valid=np.array(obj_valid),
-                        extras={"ycb_id": ycb_id, "ycb_class": YCB_CLASSES[ycb_id - 1]})
+                        extras={"ycb_id": ycb_id, "ycb_class": YCB_CLASSES[ycb_id - 1]}, joints_label=joints)
 
     def background(self, root: Path, item: WorkItem) -> np.ndarray:
         root = Path(root)
@@ -185,8 +265,10 @@ class DexYCBAdapter:
         n = int(self._meta(root, item)["num_frames"])
         folder = root / subject / seq / serial
         ids = np.unique(np.linspace(0, n - 1, min(n, BACKGROUND_FRAMES)).round().astype(int))
+        meta = self._meta(root, item)
+        moving = [HAND_SEG, int(meta["ycb_ids"][int(meta["ycb_grasp_ind"])])]  # the hands and the grasped object
         imgs = np.stack([self._image(folder, int(i)) for i in ids]).astype(np.float32)
-        bg_mask = np.stack([self._labels(folder, int(i))["seg"] == 0 for i in ids])
+        bg_mask = np.stack([~np.isin(self._labels(folder, int(i))["seg"], moving) for i in ids])
         med = _masked_median(imgs, np.broadcast_to(bg_mask[..., None], imgs.shape))
         hole = np.isnan(med).any(axis=-1)
         if hole.all():
@@ -198,13 +280,3 @@ class DexYCBAdapter:
             med = med[iy, ix]
         return np.clip(med + 0.5, 0, 255).astype(np.uint8)
 
-
-def _masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Median over axis 0 of ``values`` [N,...] using only entries where ``keep``; NaN where none.
-    (A sort with the dropped entries pushed to the end; much faster than np.nanmedian.)"""
-    v = np.where(keep, values, np.inf).astype(np.float32)
-    v.sort(axis=0)
-    n = keep.sum(axis=0)
-    lo = np.take_along_axis(v, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
-    hi = np.take_along_axis(v, np.maximum(n // 2, 0)[None], axis=0)[0]
-    return np.where(n > 0, (lo + hi) / 2, np.nan)

@@ -13,6 +13,8 @@ from pipeline.errors import UserError
 
 LAYOUTS = {
     "dexycb": "pipeline.hoi.demo.dexycb:make_demo",
+    "arctic": "pipeline.hoi.demo.arctic:make_demo",
+    "taco": "pipeline.hoi.demo.taco:make_demo",
 }
 
 

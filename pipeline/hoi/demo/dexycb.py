@@ -1,7 +1,8 @@
 """``make-demo-hoi``: a small synthetic dataset in the exact DexYCB on-disk layout.
 
 One subject, one sequence of ``n_frames`` frames, two cameras (640x480), two YCB-like
-textured objects (a can, grasped; a box), two stand-in hands (not MANO) holding the can,
+textured objects (a can, grasped and moving; a box, static and never grasped, which belongs
+in the background reference), two stand-in hands (not MANO) holding the can,
 the right hand's fingers wrapping behind it; the left hand is not annotated in the last
 two frames (all-zero ``pose_m``, absent from the images). The scene moves (rotation about
 the can's axis, a small drift, fingers closing).
@@ -11,7 +12,12 @@ Colour images come from pyrender (MSAA, textured, lit) over a synthetic room bac
 poses are written the DexYCB way: ``pose_m`` = 3 global axis-angle + 45 PCA coefficients
 (``pca = (pose - hands_mean) @ hands_components^-1`` with the stand-in's orthogonal
 components, so reading them back with ``pca @ hands_components + hands_mean`` round-trips)
-+ 3 translation (m); world = the master camera's OpenCV frame.
++ 3 translation (m); world = the master camera's OpenCV frame. ``joint_3d``/``joint_2d``
+are written per camera the way manopth makes them (``HandModel.forward``: 16 skeleton joints
++ the side's fingertip vertices, manopth's order; metres, camera frame) and projected with
+K as is (RealSense/OpenCV: pixel i's centre at i); a hand without annotation gets all -1.
+``pose.npz`` holds the world-frame ``pose_y`` [F,n_obj,7] (quaternion xyzw + t) and
+``pose_m`` [F,n_hands,51] of the sequence.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pipeline.hands.model import standin_hand, transform_mano
 from pipeline.hands.standin import mirror_pose
 from pipeline.hoi.datasets.dexycb import HAND_SEG, YCB_CLASSES
 from pipeline.hoi.demo.objects import write_model
+from pipeline.hoi.demo.scene import add_lights, room_background
 
 SUBJECT, SEQUENCE = "20200709-subject-01", "20200709_141754"
 SERIALS = ("836212060125", "839512060362")
@@ -86,15 +93,6 @@ def hand_params(f: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
-    """A plain room: a wall gradient above a textured table, uint8 [H,W,3]."""
-    y = np.linspace(0, 1, H)[:, None, None]
-    wall = (np.array([180, 175, 165]) * (1 - 0.3 * y)).repeat(W, axis=1)
-    table = np.array([120, 90, 60]) + rng.normal(0, 6, (H, W, 3))
-    img = np.where(y > 0.6, table, wall)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
     """Write the dataset under ``out`` (created); returns ``out``."""
     import pyrender
@@ -128,17 +126,10 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
     scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=[0.35, 0.35, 0.35])
     obj_nodes = [scene.add(pyrender.Mesh.from_trimesh(m, smooth=False)) for m in meshes]
     cam_node = scene.add(pyrender.IntrinsicsCamera(FX, FY, PPX + 0.5, PPY + 0.5, znear=0.05, zfar=10.0))
-    for d, i in (((0.3, 0.5, 1.0), 3.0), ((-0.6, 0.2, 0.4), 1.0)):
-        light = pyrender.DirectionalLight(color=np.ones(3), intensity=i)
-        z = np.array(d) / np.linalg.norm(d)
-        x = np.cross([0, 1, 0], z)
-        x /= np.linalg.norm(x)
-        P = np.eye(4)
-        P[:3, 0], P[:3, 1], P[:3, 2] = x, np.cross(z, x), z
-        scene.add(light, pose=P, parent_node=cam_node)
+    add_lights(scene, cam_node)
     for k, m in enumerate(meshes):
         layers.upload(f"obj{k}", m.vertices, m.vertex_normals, m.faces)
-    backgrounds = [_background(rng) for _ in cams]
+    backgrounds = [room_background(W, H, rng) for _ in cams]
     pose_y_w = np.zeros((n_frames, len(meshes), 7), np.float32)
     pose_m_w = np.zeros((n_frames, 2, 51), np.float32)
     K_gl = K.copy()
@@ -147,7 +138,7 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
     try:
         for f in range(n_frames):
             G = _scene_motion(f, n_frames)
-            objs = [G @ P for P in obj_world0]
+            objs = [G @ obj_world0[0], obj_world0[1]]  # the can moves with the hands; the box stays put
             params = hand_params(f, n_frames)
             valid = {"right": True, "left": f < n_frames - 2}
             for k, P in enumerate(objs):

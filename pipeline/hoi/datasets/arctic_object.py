@@ -1,0 +1,88 @@
+"""ARCTIC's articulated object model, as the toolkit builds it (github.com/zc-alexfan/arctic,
+``common/object_tensors.py``): ``meta/object_vtemplates/<obj>/mesh.obj`` (vertices in mm) +
+``parts.json`` (1 = top, 0 = bottom per vertex); a pose row of ``.object.npy`` is (articulation
+rad, axis-angle (3), translation (3) mm); ``ObjectTensors.forward_7d_batch`` turns the top part
+by ``axis_angle(z_axis * arti)``, ``z_axis = [0, 0, -1]`` (about the object's -z through its
+origin), then every vertex by the global rotation, plus the translation. Here: metres.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from pipeline.errors import StepFailed
+
+ARTI_AXIS = np.array([0.0, 0.0, -1.0])  # object_tensors.py: obj_tensors["z_axis"]
+MM = 1000.0
+
+
+def object_pose(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``.object.npy`` rows [N,7] -> (object -> world [N,4,4] at rest, metres; articulation [N] rad)."""
+    p = np.asarray(params, np.float64).reshape(-1, 7)
+    P = np.tile(np.eye(4), (len(p), 1, 1))
+    P[:, :3, :3] = Rotation.from_rotvec(p[:, 1:4]).as_matrix()
+    P[:, :3, 3] = p[:, 4:7] / MM
+    return P, p[:, 0]
+
+
+def top_rotation(arti: float) -> np.ndarray:
+    """[4,4] the top part's articulation: ``arti`` radians about the object's -z axis."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(ARTI_AXIS * float(arti)).as_matrix()
+    return T
+
+
+@functools.lru_cache(maxsize=4)
+def object_model(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mesh.obj`` vertices [V,3] (metres), faces [F,3], top mask [V] bool (``parts.json``)."""
+    import trimesh
+
+    folder = Path(folder)
+    try:
+        mesh = trimesh.load(folder / "mesh.obj", process=False, force="mesh")
+        parts = np.asarray(json.loads((folder / "parts.json").read_text()), bool).reshape(-1)
+    except (FileNotFoundError, ValueError) as e:
+        raise StepFailed("load", f"object model {folder}: {type(e).__name__}: {str(e)[:120]}") from None
+    v = np.asarray(mesh.vertices, np.float64) / MM
+    if len(parts) != len(v):
+        raise StepFailed("load", f"{folder}/parts.json has {len(parts)} entries for {len(v)} vertices of mesh.obj")
+    return v, np.asarray(mesh.faces, np.int64), parts
+
+
+def split_parts(v: np.ndarray, f: np.ndarray, top: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"bottom", "top"} -> (vertices, faces) of each rigid part; a face goes to the part of the
+    majority of its vertices (its vertices move with that part)."""
+    face_top = top[f].sum(axis=1) >= 2
+    out = {}
+    for name, sel in (("bottom", ~face_top), ("top", face_top)):
+        ff = f[sel]
+        used = np.unique(ff)
+        remap = np.full(len(v), -1)
+        remap[used] = np.arange(len(used))
+        out[name] = (v[used], remap[ff])
+    return out
+
+
+def metres_copy(src: Path) -> Path:
+    """A GLB copy of ``src`` (mm) scaled to metres, cached in the temp folder (one per file version)."""
+    import trimesh
+
+    st = src.stat()
+    tag = hashlib.sha1(f"{src.resolve()}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"manivideo-arctic-{tag}" / src.parent.name / "mesh_m.glb"
+    if not out.is_file():
+        scene = trimesh.load(src, process=False)
+        scene.apply_scale(1.0 / MM)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(scene.export(file_type="glb"))
+        os.replace(tmp, out)
+    return out

@@ -1,0 +1,60 @@
+"""`generate`: the demo HOI sequence, exported in the open sequence format, through a tiny stage-2
+model into one video longer than the trained window (blended overlapping windows)."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from trainer.inference import blend_weights, plan_windows
+
+FRAMES = 10  # > the tiny model's 4-frame window
+
+
+def test_windows_cover_the_clip_and_blend_only_shared_frames():
+    wins = plan_windows(120, 24, 6)
+    assert wins[0] == (0, 24) and wins[-1][1] == 120 and all(b[0] - a[0] == 18 for a, b in zip(wins[:-2], wins[1:-1], strict=True))
+    w = blend_weights(wins, 120, 6)
+    total = torch.zeros(120)
+    for (s, e), x in zip(wins, w, strict=True):
+        total[s:e] += x
+    assert (total > 0).all() and w[0][0] == 1 and w[-1][-1] == 1 and w[1][0] < 1
+    assert plan_windows(3, 4, 1) == [(0, 3)]
+
+
+@pytest.fixture(scope="module")
+def demo_sequence(tmp_path_factory):
+    from pipeline.hoi.demo.dexycb import make_demo
+    from pipeline.hoi.export_sequence import export
+
+    root = tmp_path_factory.mktemp("dexycb")
+    make_demo(root, FRAMES, 0)
+    out = tmp_path_factory.mktemp("seq")
+    summary = export("dexycb", root, out, {"cameras": None}, "stand-in", None, None, echo=lambda *a: None)
+    return summary.written[0][1]
+
+
+def test_generate_a_video_longer_than_the_window(demo_sequence, tiny_cfg, tmp_path):
+    import dataclasses
+
+    from trainer.checkpoint import architecture, save_checkpoint
+    from trainer.generate import generate
+    from trainer.model import build_model
+
+    cfg = dataclasses.replace(tiny_cfg, sample_steps=2)
+    model = build_model(cfg, "stage2")
+    ckpt = save_checkpoint(tmp_path / "stage2.pt", stage="stage2", step=0, config=cfg.to_dict(),
+                           model=model.state_dict(), arch=architecture(model, cfg))
+    info = generate(str(ckpt), str(demo_sequence), str(tmp_path / "gen"), hand_model="stand-in", steps=2,
+                    log=lambda *a: None)
+    video = np.stack([f for f in imageio.get_reader(tmp_path / "gen" / "video.mp4")])  # list() would ask len = inf
+    assert video.shape == (FRAMES, 64, 64, 3) and video.std() > 0
+    side = imageio.get_reader(tmp_path / "gen" / "side.mp4").get_data(0)
+    assert side.shape == (64, 256, 3)
+    assert info["windows"] == [[0, 4], [3, 7], [6, 10]] and info["frames"] == FRAMES
+    assert json.loads((tmp_path / "gen" / "inputs.json").read_text())["references"] == "rendered from the object mesh"
+    assert imageio.imread(tmp_path / "gen" / "inputs.png").shape == (64, 7 * 64, 3)
