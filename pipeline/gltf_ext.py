@@ -94,12 +94,11 @@ def _json(raw: bytes) -> dict:
 
 def check_extensions(tree: dict) -> list[str]:
     """Raise GltfRejected for a required extension we cannot honour; returns the approximated ones."""
-    required = tree.get("extensionsRequired") or []
-    for name in required:
-        if name in LOADED or name in APPROXIMATED:
-            continue
-        raise GltfRejected(f"unsupported glTF extension {name}",
-                           REFUSED.get(name, "the loader does not implement it"))
+    required = [str(n) for n in tree.get("extensionsRequired") or []]
+    bad = sorted(n for n in required if n not in LOADED and n not in APPROXIMATED)
+    if bad:
+        raise GltfRejected(f"unsupported glTF extension{'s' if len(bad) > 1 else ''} {', '.join(bad)}",
+                           "; ".join(f"{n}: {REFUSED.get(n, 'the loader does not implement it')}" for n in bad))
     return [n for n in required if n in APPROXIMATED]
 
 

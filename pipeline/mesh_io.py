@@ -8,7 +8,9 @@ by ``normalise``:
     largest side of that box belongs to the body. The body's bounding-box centre goes to the
     origin and its farthest corner to radius 0.5. A connected object is all body (the same
     frame as "bbox"); stray specks far away (under ~1% of the area) no longer shrink the
-    body to a few pixels: they lie outside the unit sphere.
+    body to a few pixels: they lie outside the unit sphere, and those beyond ``STRAY_RADIUS``
+    are dropped from the rendered scene and the canonical mesh (a speck passing by the
+    camera would otherwise fill the frame).
   * "bbox": the bounding-box centre at the origin, the farthest vertex at radius 0.5.
 
 Safety, because Objaverse files are untrusted:
@@ -41,6 +43,7 @@ MAX_ABS_COORD = 1e6  # a vertex farther than this (file units) is "absurd size"
 MIN_EXTENT = 1e-6
 BULK_TRIM = 0.01  # area fraction trimmed at each end of each axis by "bulk" normalisation
 BULK_MARGIN = 0.5  # corners this far (x the core box's largest side) outside the core still count
+STRAY_RADIUS = 1.0  # canonical faces beyond this radius (stray specks under "bulk") are not rendered
 NORMALISATIONS = ("bulk", "bbox")
 
 
@@ -250,7 +253,40 @@ def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int, normalise: str 
         raise MeshRejected("validate", "all triangles are degenerate (zero area)")
     far = np.linalg.norm(mesh.triangles_center, axis=1) > 0.5 + 1e-9
     outside = float(area[far].sum() / area.sum())
+    cut = np.linalg.norm(mesh.triangles_center, axis=1) > STRAY_RADIUS
+    if cut.any():  # only "bulk" leaves faces out there: stray specks, dropped from what is rendered
+        mesh = _keep_faces(mesh, ~cut)
+        scene = _drop_far_faces(scene, to_canonical, STRAY_RADIUS)
     return CanonicalObject(uid=uid, scene=scene, to_canonical=to_canonical, mesh=mesh, outside=outside)
+
+
+def _keep_faces(mesh: trimesh.Trimesh, keep: np.ndarray) -> trimesh.Trimesh:
+    """The faces ``keep`` (bool [M]) of a mesh, unreferenced vertices (and their normals) removed."""
+    f = mesh.faces[keep]
+    used, inverse = np.unique(f, return_inverse=True)
+    return trimesh.Trimesh(mesh.vertices[used], inverse.reshape(f.shape),
+                           vertex_normals=np.asarray(mesh.vertex_normals)[used], process=False)
+
+
+def _drop_far_faces(scene: trimesh.Scene, to_canonical: np.ndarray, radius: float) -> trimesh.Scene:
+    """A flat copy of ``scene`` (one node per instance, world transforms, materials kept) without
+    the faces whose centre lies beyond ``radius`` in the canonical frame."""
+    out = trimesh.Scene()
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geom = scene.geometry[name]
+        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
+            continue
+        centres = geom.triangles_center @ (to_canonical @ transform)[:3, :3].T + (to_canonical @ transform)[:3, 3]
+        keep = np.linalg.norm(centres, axis=1) <= radius
+        if keep.all():
+            out.add_geometry(geom, node_name=node, geom_name=name, transform=transform)
+        elif keep.any():
+            part = geom.copy()
+            part.update_faces(keep)
+            part.remove_unreferenced_vertices()
+            out.add_geometry(part, node_name=node, geom_name=f"{name}:{node}", transform=transform)
+    return out
 
 
 def load_object(uid: str, path: str | os.PathLike, max_file_mb: float, max_faces: int,

@@ -143,8 +143,18 @@ class StoreReader:
             if frames is not None and name in TIME_ARRAYS:
                 if isinstance(frames, slice):
                     out[name] = arr[row, frames]
-                else:
-                    out[name] = arr.get_orthogonal_selection((row, np.asarray(frames)))
+                else:  # runs of consecutive frames as slices: zarr's orthogonal (fancy) selection
+                    # is 30-40x slower than basic slicing for the same chunks
+                    out[name] = _read_frames(arr, row, np.asarray(frames, np.int64))
             else:
                 out[name] = arr[row]
         return out
+
+
+def _read_frames(arr, row: int, frames: np.ndarray) -> np.ndarray:
+    """``arr[row, frames]`` for an index array, read as one slice per run of consecutive frames."""
+    if frames.size == 0:
+        return arr[row, 0:0]
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    parts = [arr[row, int(r[0]):int(r[-1]) + 1] for r in np.split(frames, breaks)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

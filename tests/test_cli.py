@@ -31,7 +31,8 @@ def cli(*args, **kw):
     (["render-hoi", "dexycb"], "Missing option '--root'"),
     (["render-objaverse", "--frames", "abc"], "Invalid value for '--frames'"),
     (["no-such-command"], "No such command"),
-    (["render-hoi", "arctic", "--root", "{tmp}"], "unknown dataset"),
+    (["render-hoi", "ho3d", "--root", "{tmp}"], "unknown dataset"),
+    (["render-hoi", "arctic", "--root", "{tmp}", "--hand-model", "stand-in"], "ARCTIC"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
     (tmp_path / "a-file").write_text("x")

@@ -137,8 +137,12 @@ def evaluate(
 
 def generate(
     checkpoint: Annotated[Path, typer.Option(help="trainer checkpoint (.pt) or its diffusers export folder")],
-    sequence: Annotated[Path, typer.Option(help="sequence folder in the open format (export-sequence writes one)")],
     out: Annotated[Path, typer.Option(help="output folder: video.mp4, side.mp4, inputs.png, inputs.json")],
+    sequence: Annotated[Path | None, typer.Option(help="sequence folder in the open format (export-sequence "
+                                                       "writes one)")] = None,
+    motion: Annotated[Path | None, typer.Option(help="or: a MANO .npz (hand fields of hands.npz + object_poses, "
+                                                     "K, width, height[, cam_to_world])")] = None,
+    object_mesh: Annotated[Path | None, typer.Option(help="with --motion: the object's mesh (metres)")] = None,
     camera: Annotated[str | None, typer.Option(help="camera of the sequence (default: the first)")] = None,
     ref_images: Annotated[Path | None, typer.Option(help="folder with front/back/left/right/top/bottom images "
                                                          "(default: rendered from the object mesh)")] = None,
@@ -154,6 +158,7 @@ def generate(
     """A manipulation video from a hand-object motion (any length: blended overlapping windows)."""
     from trainer.generate import generate as run_generate
 
-    run_generate(str(checkpoint), str(sequence), str(out), camera, str(ref_images) if ref_images else None,
-                 str(background) if background else None, steps, guidance, seed, overlap, hand_model,
-                 str(mano_dir) if mano_dir else None, fps, log=typer.echo)
+    run_generate(str(checkpoint), str(sequence) if sequence else None, str(out), camera,
+                 str(ref_images) if ref_images else None, str(background) if background else None, steps, guidance,
+                 seed, overlap, hand_model, str(mano_dir) if mano_dir else None, fps, log=typer.echo,
+                 motion=str(motion) if motion else None, object_mesh=str(object_mesh) if object_mesh else None)

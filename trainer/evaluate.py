@@ -97,10 +97,20 @@ class Evaluation:
         self.guidance = self.cfg.guidance_scale if guidance is None else guidance
         self.seed = seed
         open_cfg = dataclasses.replace(self.cfg, use_objaverse=True, mix_objaverse=1.0, mix_hoi=1.0, mix_human=1.0)
-        self.data = []
+        from schemas.reader import StoreReader
+        from trainer.data import open_stores
+
+        self.data, kept = [], []
         for s in stores:
-            probe = MixedStores([s], open_cfg, frames=1, split=split)
-            self.data.append(MixedStores([s], open_cfg, frames=probe.readers[0].layout.frames, split=split))
+            full = open_stores([s])[0]  # one-line error for a missing / empty store
+            # the split of the model's own config (test_fraction, split_by): the items it never trained on
+            n = len(StoreReader(s, split=split, test_fraction=self.cfg.test_fraction, split_by=self.cfg.split_by))
+            if n == 0:
+                log(f"  {s}: no {split} clips (it has {len(full)} samples); skipped")
+                continue
+            self.data.append(MixedStores([s], open_cfg, frames=full.layout.frames, split=split))
+            kept.append(s)
+        stores = kept
         self.clips = [(k, i) for k, d in enumerate(self.data) for i in range(len(d.readers[0]))][:limit]
         self.run = {"checkpoint": str(Path(checkpoint).resolve()), "stores": [str(Path(s).resolve()) for s in stores],
                     "split": split, "steps": self.steps, "guidance": self.guidance, "seed": seed, "stage": self.stage}

@@ -127,11 +127,12 @@ def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
             w.append_data(f)
 
 
-def generate(checkpoint: str, sequence: str, out: str, camera: str | None = None, ref_images: str | None = None,
+def generate(checkpoint: str, sequence: str | None, out: str, camera: str | None = None, ref_images: str | None = None,
              background: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
              overlap: int | None = None, hand_model: str = "mano", mano_dir: str | None = None, fps: int = 8,
-             device: str | None = None, log=print) -> dict:
-    """Generate the video of ``sequence``; returns the inputs.json content."""
+             device: str | None = None, log=print, motion: str | None = None, object_mesh: str | None = None) -> dict:
+    """Generate the video of ``sequence`` (a sequence folder) or of ``motion`` (a MANO .npz, with
+    ``object_mesh``; ``trainer.motion_input``); returns the inputs.json content."""
     import imageio.v2 as imageio
 
     from trainer.checkpoint import load_any
@@ -143,6 +144,16 @@ def generate(checkpoint: str, sequence: str, out: str, camera: str | None = None
     for p, opt in ((ref_images, "--ref-images"), (background, "--background")):
         if p and not Path(p).exists():
             raise UserError(f"{opt} {p} does not exist")
+    if (sequence is None) == (motion is None):
+        raise UserError("give exactly one of --sequence (a sequence folder) or --motion (a MANO .npz)")
+    if motion is not None:
+        from trainer.motion_input import sequence_from_motion
+
+        if object_mesh is None:
+            raise UserError("--motion needs --object-mesh (the object's mesh, metres)")
+        sequence = str(sequence_from_motion(Path(motion), Path(object_mesh), Path(out) / "motion_sequence",
+                                            Path(background) if background else None))
+        log(f"wrote the motion as a sequence folder: {sequence}")
     model, cfg, stage = load_any(checkpoint)
     model.to(dev).eval()
     sample, used = render_conditions(Path(sequence), camera, cfg.resolution, hand_model, mano_dir, log)

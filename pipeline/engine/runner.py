@@ -5,8 +5,10 @@ items, the store layout and the options. ``run`` creates the store (or checks th
 existing one was made by the same job), skips shards that have completion markers,
 keeps at most ``2 * workers`` shard tasks in flight, shows progress (from the shard
 journals, so it moves per item) and ends with a summary. Worker processes that die are
-restarted by Ray (``max_retries``); the shard journal makes a retry skip finished items
-and record the item that killed the worker.
+restarted by Ray (``max_retries``); the shard journal makes a retry skip finished items,
+try the item in flight again, and record it only if it dies a second time (see
+``shard_task``). A node lost mid-run is the same to the runner: its tasks are retried on
+the nodes left. ``retry_failed`` re-runs recorded failures of finished shards in place.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ class ClipData:
     object_poses: np.ndarray         # [T,4,4] object -> camera (OpenCV)
     object_valid: np.ndarray         # [T] bool
     extras: dict = field(default_factory=dict)
+    object_uid: str | None = None    # the object model's id (seeds its points); default: mesh folder name
     object_parts: list[ObjectPart] | None = None  # the layer as rigid parts (articulated / several objects)
     joints_label: dict[str, np.ndarray] | None = None  # side -> [T,21,3] dataset 3D joint labels (OpenCV, m),
     #   NaN where a frame has none; compared with our MANO joints (``--max-joint-error-mm``)

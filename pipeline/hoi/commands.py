@@ -25,7 +25,7 @@ def _auto_gpus(workers: int, address: str | None) -> float:
 
 
 def render_hoi(
-    dataset: Annotated[str, typer.Argument(help="dataset adapter: dexycb")],
+    dataset: Annotated[str, typer.Argument(help="dataset: dexycb, arctic, taco or sequence (the open per-sequence format)")],
     root: Annotated[Path, typer.Option(help="dataset root (DexYCB: folder with calibration/, models/, subjects)")],
     mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl (https://mano.is.tue.mpg.de)")] = None,
     hand_model: Annotated[str, typer.Option(help="'mano' (your licensed files) or 'stand-in' (generated, not MANO)")] = "mano",

@@ -152,7 +152,7 @@ def _export_item(adapter, root: Path, item, folder: Path, sel: dict, models: dic
                  frames=folder / "frames" / camera)
     name = None
     if mesh is not None:  # the id the render job seeds object points with (see hoi.job)
-        name = first.extras.get("ycb_class", first.object_mesh.parent.name)
+        name = first.object_uid or first.object_mesh.parent.name
     seq = Sequence(folder=folder, name=folder.name, n_frames=F, fps=None, cameras={camera: cam}, hands=hand_seqs,
                    flat_hand_mean=True, fix_left_shapedirs=fix, object_mesh=mesh, object_name=name,
                    object_poses=np.concatenate(obj_poses), object_valid=valid, object_parts=parts,

@@ -59,7 +59,7 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
         try:
             obj = None
             if clip.object_mesh is not None:
-                obj = _object_model(str(clip.object_mesh), clip.extras.get("ycb_class", clip.object_mesh.parent.name), cfg)
+                obj = _object_model(str(clip.object_mesh), clip.object_uid or clip.object_mesh.parent.name, cfg)
             sample = build_sample(clip, background, models, obj, renderers.layers, cfg)
         except StepFailed:
             raise

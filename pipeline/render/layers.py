@@ -229,21 +229,11 @@ class LayerRenderer:
             if len(ids) == 0:
                 continue
             mv = np.asarray(d.modelview, np.float64)
-            p = self._cpu[d.mesh][0][ids] @ mv[:3, :3].T + mv[:3, 3]
-            z = -p[:, 2]
-            if z.min() <= self.near:  # crosses the near plane: projected bounds are not safe
+            bounds = projected_bounds(self._cpu[d.mesh][0][ids] @ mv[:3, :3].T + mv[:3, 3], K, self.near)
+            if bounds is None:  # crosses the near plane: projected bounds are not safe
                 return (0, 0, R, R)
-            u = K[0, 0] * p[:, 0] / z + K[0, 2]
-            v = -K[1, 1] * p[:, 1] / z + K[1, 2]
-            lo = np.minimum(lo, [u.min(), v.min()])
-            hi = np.maximum(hi, [u.max(), v.max()])
-        if not np.isfinite(lo).all():
-            return None
-        x0, y0 = (max(0, int(np.floor(c)) - 1) for c in lo)
-        x1, y1 = (min(R, int(np.ceil(c)) + 1) for c in hi)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return (x0, y0, x1 - x0, y1 - y0)
+            lo, hi = np.minimum(lo, bounds[0]), np.maximum(hi, bounds[1])
+        return pixel_rect(lo, hi, R)
 
     def _render_atlas(self, items, K: np.ndarray, out, slots) -> None:
         """Draw packed rectangles ``(draws, (x0,y0,w,h), (ax,ay))`` and copy them into ``out``."""
@@ -269,10 +259,7 @@ class LayerRenderer:
         GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glUseProgram(self._program)
         for draws, (x0, y0, w, h), (ax, ay) in items:
-            Ks = np.array(K, np.float64)
-            Ks[0, 2] -= x0
-            Ks[1, 2] -= y0
-            proj = projection_from_K(Ks, w, h, self.near, self.far).astype(np.float32)
+            proj = window_projection(K, (x0, y0, w, h), self.near, self.far)
             GL.glUniformMatrix4fv(self._loc["projection"], 1, GL.GL_TRUE, proj)
             GL.glViewport(ax, FH - ay - h, w, h)
             for d in draws:
@@ -305,6 +292,44 @@ class LayerRenderer:
         """Grow-only framebuffer size (rounded up to 256) so most calls reuse it."""
         cur = self._fbo_dims
         return (max(cur[0], -(-W // 256) * 256), max(cur[1], -(-H // 256) * 256))
+
+
+def projected_bounds(p: np.ndarray, K: np.ndarray, near: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo, hi) float [2] pixel bounds (u right, v down) of camera-frame points p float [N,3]
+    (OpenGL camera), or None if a point is not beyond the near plane (bounds unsafe)."""
+    z = -p[:, 2]
+    if z.min() <= near:
+        return None
+    u = K[0, 0] * p[:, 0] / z + K[0, 2]
+    v = -K[1, 1] * p[:, 1] / z + K[1, 2]
+    return np.array([u.min(), v.min()]), np.array([u.max(), v.max()])
+
+
+def pixel_rect(lo: np.ndarray, hi: np.ndarray, R: int) -> tuple[int, int, int, int] | None:
+    """(x0, y0, w, h) pixels of an R x R image covering pixel bounds lo..hi with a 1-pixel
+    margin, clipped to the image; None if empty (or no bounds: lo not finite)."""
+    if not np.isfinite(lo).all():
+        return None
+    x0, y0 = (max(0, int(np.floor(c)) - 1) for c in lo)
+    x1, y1 = (min(R, int(np.ceil(c)) + 1) for c in hi)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def window_projection(K: np.ndarray, rect: tuple[int, int, int, int], near: float, far: float) -> np.ndarray:
+    """float32 [4,4] projection of the sub-window ``rect`` (x0, y0, w, h) of the image of K:
+    same pixel centres as the full image, so the same coverage as a full-size draw."""
+    x0, y0, w, h = rect
+    Ks = np.array(K, np.float64)
+    Ks[0, 2] -= x0
+    Ks[1, 2] -= y0
+    return projection_from_K(Ks, w, h, near, far).astype(np.float32)
+
+
+def pack_rects(rects: list[tuple[int, tuple[int, int, int, int]]], side: int):
+    """Public name of the atlas packer (shared by the RGB atlas, ``rgb_atlas``)."""
+    return _pack(rects, side)
 
 
 def _pack(rects: list[tuple[int, tuple[int, int, int, int]]], side: int):

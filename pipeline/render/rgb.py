@@ -12,6 +12,11 @@ import trimesh
 
 from pipeline.render import egl  # noqa: F401
 
+# The light rig, fixed in the camera frame (moves with the camera): directional lights as
+# (direction toward the light in camera axes, intensity), white; plus an ambient term.
+LIGHTS = (((0.3, 0.5, 1.0), 2.5), ((-0.6, 0.2, 0.4), 1.0), ((0.0, -0.5, 0.3), 0.6))
+AMBIENT = 0.35
+
 
 def _pyrender_meshes(scene: trimesh.Scene, to_canonical: np.ndarray):
     """(pyrender.Mesh, pose [4,4]) per geometry instance, poses in the object's canonical frame."""
@@ -39,13 +44,14 @@ class RGBRenderer:
         import pyrender
 
         self.context = context
-        self.scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=[0.35, 0.35, 0.35])
+        self.yfov_deg = float(yfov_deg)
+        self.scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=[AMBIENT] * 3)
         self.root = pyrender.Node(name="object", matrix=np.eye(4))
         self.scene.add_node(self.root)
         self.camera = pyrender.Node(name="camera", camera=pyrender.PerspectiveCamera(yfov=np.radians(yfov_deg)),
                                     matrix=np.eye(4))
         self.scene.add_node(self.camera)
-        for direction, intensity in (((0.3, 0.5, 1.0), 2.5), ((-0.6, 0.2, 0.4), 1.0), ((0.0, -0.5, 0.3), 0.6)):
+        for direction, intensity in LIGHTS:
             light = pyrender.DirectionalLight(color=np.ones(3), intensity=intensity)
             pose = _light_pose(np.asarray(direction, dtype=np.float64))
             self.scene.add_node(pyrender.Node(light=light, matrix=pose), parent_node=self.camera)
@@ -75,6 +81,20 @@ class RGBRenderer:
         rgba, _ = self.context.pyrender.render(self.scene, flags=pyrender.RenderFlags.RGBA)
         self.last_alpha = rgba[..., 3]  # uint8 [R,R] coverage of the last render (object pixel fraction)
         return composite_premultiplied(rgba, background)
+
+    def render_many(self, object_poses, camera_poses, backgrounds) -> np.ndarray:
+        """uint8 [n,R,R,3], one render per pose (the interface of ``rgb_atlas.AtlasRGBRenderer``):
+        object_poses [n,4,4]; camera_poses [n,4,4] or one [4,4]; backgrounds [n,R,R,3] or one
+        [R,R,3]. ``last_alpha`` becomes uint8 [n,R,R]."""
+        n = len(object_poses)
+        cams = np.broadcast_to(camera_poses, (n, 4, 4))
+        bgs = np.broadcast_to(backgrounds, (n,) + np.shape(backgrounds)[-3:])
+        out, alpha = [], []
+        for pose, cam, bg in zip(object_poses, cams, bgs, strict=True):
+            out.append(self.render(pose, cam, bg))
+            alpha.append(self.last_alpha)
+        self.last_alpha = np.stack(alpha)
+        return np.stack(out)
 
 
 def composite_premultiplied(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:

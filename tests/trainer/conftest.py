@@ -120,8 +120,9 @@ def tiny_cfg(objaverse_store, tmp_path):
     """The tiny preset on the Objaverse store with deterministic augmentation off."""
     from trainer.config import load_config
 
+    # split="all": tests index the store's samples directly (the held-out split has its own tests)
     return load_config("tiny", overrides=dict(stores=[str(objaverse_store)], run_dir=str(tmp_path / "run"),
-                                              log_every=1, ckpt_every=0, val_every=0))
+                                              log_every=1, ckpt_every=0, val_every=0, split="all"))
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,13 @@ def test_spawned_workers_give_the_same_batches(objaverse_store, hoi_store):
     for a, b in zip(want, got, strict=True):
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+def test_reader_frame_lists_equal_basic_slicing(objaverse_store):
+    """Frame lists (runs, gaps, reversed, repeats) read as slices give what numpy indexing gives."""
+    r = StoreReader(objaverse_store)
+    whole = r.read(0, names=["rgb", "mlo_depth"])
+    for frames in ([2], [0, 1, 2], [3, 1], [0, 2, 3], [1, 1], []):
+        got = r.read(0, names=["rgb", "mlo_depth"], frames=frames)
+        for name in whole:
+            np.testing.assert_array_equal(got[name], whole[name][frames], err_msg=f"{name} {frames}")

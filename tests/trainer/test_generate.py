@@ -58,3 +58,21 @@ def test_generate_a_video_longer_than_the_window(demo_sequence, tiny_cfg, tmp_pa
     assert info["windows"] == [[0, 4], [3, 7], [6, 10]] and info["frames"] == FRAMES
     assert json.loads((tmp_path / "gen" / "inputs.json").read_text())["references"] == "rendered from the object mesh"
     assert imageio.imread(tmp_path / "gen" / "inputs.png").shape == (64, 7 * 64, 3)
+
+
+def test_a_mano_motion_file_becomes_the_same_sequence(demo_sequence, tmp_path):
+    from pipeline.sequence_format import read_sequence
+    from trainer.motion_input import sequence_from_motion
+
+    seq = read_sequence(demo_sequence)
+    cam = next(iter(seq.cameras.values()))
+    fields = {f"{s}_{k}": getattr(h, k) for s, h in seq.hands.items() for k in ("pose", "betas", "trans", "valid")}
+    np.savez(tmp_path / "motion.npz", **fields, flat_hand_mean=seq.flat_hand_mean, object_poses=seq.object_poses,
+             K=cam.K, width=cam.width, height=cam.height, cam_to_world=cam.cam_to_world)
+    folder = sequence_from_motion(tmp_path / "motion.npz", seq.object_mesh, tmp_path / "seq")
+    again = read_sequence(folder)
+    assert again.n_frames == seq.n_frames and again.hands.keys() == seq.hands.keys()
+    for side, h in seq.hands.items():
+        assert np.array_equal(again.hands[side].pose, h.pose) and np.array_equal(again.hands[side].trans, h.trans)
+    assert np.allclose(again.object_poses, seq.object_poses)
+    assert np.allclose(again.cameras["cam0"].cam_to_world, cam.cam_to_world)

@@ -41,7 +41,7 @@ def test_reader_splits_by_item_and_training_never_sees_test(objaverse_store, hoi
         report = inspect(store)
         assert report["split"]["test"] == len(test) and report["split"]["train"] == len(train)
         assert f"{len(train)} train / {len(test)} test" in format_report(report)
-    cfg = dataclasses.replace(tiny_cfg, stores=[str(objaverse_store), str(hoi_store)])
+    cfg = dataclasses.replace(tiny_cfg, stores=[str(objaverse_store), str(hoi_store)], split="train")
     data = MixedStores(cfg.stores, cfg, frames=1)
     assert data.split == "train"
     held = {k for s in cfg.stores for r in [StoreReader(s, split="test")] for k in (r.key(i) for i in range(len(r)))}
@@ -109,3 +109,20 @@ def test_sd15_without_weights_warns_or_fails():
     with pytest.raises(UserError, match="pretrained_sd15"):
         check_pretrained(cfg, True)
     check_pretrained(load_config("tiny"), True)                          # tiny: random init is the point
+
+
+def test_toolkit_split_follows_the_official_split_the_store_was_made_from(tmp_path):
+    from schemas.store import LAYER_NAMES, SchemaError
+    from tests.trainer.conftest import write_hoi_store
+
+    store = write_hoi_store(tmp_path / "s.zarr", LAYER_NAMES, n=2)
+    manifest = store / "manifest.json"
+    with pytest.raises(SchemaError, match="official split"):
+        StoreReader(store, split="test", split_by="toolkit")
+    for official, n_test in (("s0-test", 2), ("s0-train", 0)):
+        meta = json.loads(manifest.read_text())
+        meta["options"] = {"selection": {"split": official}}
+        manifest.write_text(json.dumps(meta))
+        r = StoreReader(store, split="test", split_by="toolkit")
+        assert r.official_split == official and len(r) == n_test
+        assert len(StoreReader(store, split="train", split_by="toolkit")) == 2 - n_test

@@ -17,7 +17,7 @@
     ``axis_angle(z_axis * arti)`` with ``z_axis = [0, 0, -1]`` -- i.e. about **-z** of the
     object frame, through its origin -- then every vertex by the global rotation, plus the
     translation. ``mesh_tex.obj`` (textured, same canonical space) is used for reference views
-    and points when present (converted to metres in a temp cache), else ``mesh.obj``.
+    and points when present (millimetres; the unit rides in ``object_poses`` as a uniform scale), else ``mesh.obj``.
   * ``meta/misc.json`` per subject: ``world2cam`` [8,4,4] (metres) and ``intris_mat`` [8,3,3]
     for the allocentric views 1..8 (index ``view - 1``), ``image_size`` [9,2] (width, height;
     index 0 = egocentric), ``ioi_offset``: image number = mocap frame + ioi_offset
@@ -73,13 +73,7 @@ from pipeline.errors import StepFailed, UserError
 from pipeline.hands.parts import JOINT21_ORDER
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
 from pipeline.hoi.background import coverage_mask, median_reference
-from pipeline.hoi.datasets.arctic_object import (
-    metres_copy,
-    object_model,
-    object_pose,
-    split_parts,
-    top_rotation,
-)
+from pipeline.hoi.datasets.arctic_object import MM, object_model, object_pose, split_parts, top_rotation
 
 VIEWS = tuple(range(1, 9))        # allocentric views (0 = egocentric, not supported)
 BACKGROUND_FRAMES = 9
@@ -335,9 +329,12 @@ class ArcticAdapter:
             poses = rest if name == "bottom" else np.stack([R @ top_rotation(a) for R, a in zip(rest, arti, strict=True)])
             parts.append(ObjectPart(name=name, vertices=pv, faces=pf, poses=poses))
         tex = folder / "mesh_tex.obj"
-        mesh = metres_copy(tex if tex.is_file() else folder / "mesh.obj")
+        # the template file is in millimetres: its poses carry the unit as a uniform scale
+        # (adapter.py: ``object_poses`` may scale; ``obj_scale`` is then metres per canonical unit)
+        file_to_cam = rest @ np.diag([1 / MM, 1 / MM, 1 / MM, 1.0])
         return ClipData(key=item.key, frame_ids=[int(i) for i in ids], images=images, K=K, hands=hands,
-                        object_mesh=mesh, object_poses=rest, object_valid=np.ones(len(ids), bool),
+                        object_mesh=tex if tex.is_file() else folder / "mesh.obj", object_poses=file_to_cam,
+                        object_valid=np.ones(len(ids), bool), object_uid=folder.name,
                         extras={"object": folder.name, "articulation": arti}, object_parts=parts,
                         joints_label=self._joints(root, sid, seq, int(view), ids))
 

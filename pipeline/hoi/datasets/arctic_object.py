@@ -9,10 +9,7 @@ origin), then every vertex by the global rotation, plus the translation. Here: m
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,21 +65,4 @@ def split_parts(v: np.ndarray, f: np.ndarray, top: np.ndarray) -> dict[str, tupl
         remap = np.full(len(v), -1)
         remap[used] = np.arange(len(used))
         out[name] = (v[used], remap[ff])
-    return out
-
-
-def metres_copy(src: Path) -> Path:
-    """A GLB copy of ``src`` (mm) scaled to metres, cached in the temp folder (one per file version)."""
-    import trimesh
-
-    st = src.stat()
-    tag = hashlib.sha1(f"{src.resolve()}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:12]
-    out = Path(tempfile.gettempdir()) / f"manivideo-arctic-{tag}" / src.parent.name / "mesh_m.glb"
-    if not out.is_file():
-        scene = trimesh.load(src, process=False)
-        scene.apply_scale(1.0 / MM)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(scene.export(file_type="glb"))
-        os.replace(tmp, out)
     return out

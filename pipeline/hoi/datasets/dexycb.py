@@ -257,7 +257,8 @@ class DexYCBAdapter:
             hands[side] = HandClip(pose=pose, betas=betas, trans=p[:, 48:51].copy(), valid=valid)
         return ClipData(key=item.key, frame_ids=list(frame_ids), images=np.stack(images), K=self.intrinsics(root, serial),
                         hands=hands, object_mesh=mesh, object_poses=np.stack(obj_poses), object_valid=np.array(obj_valid),
-                        extras={"ycb_id": ycb_id, "ycb_class": YCB_CLASSES[ycb_id - 1]}, joints_label=joints)
+                        extras={"ycb_id": ycb_id, "ycb_class": YCB_CLASSES[ycb_id - 1]}, joints_label=joints,
+                        object_uid=YCB_CLASSES[ycb_id - 1])
 
     def background(self, root: Path, item: WorkItem) -> np.ndarray:
         root = Path(root)

@@ -165,8 +165,7 @@ class SequenceAdapter:
         return ClipData(key=item.key, frame_ids=list(frame_ids), images=images, K=cam.K.copy(), hands=hands,
                         object_mesh=seq.object_mesh, object_poses=_moved(seq.object_poses[ids], W2C),
                         object_valid=seq.object_valid[ids].copy(), object_parts=parts, joints_label=labels,
-                        # "ycb_class" is the key the job reads the object's id (point seed) from
-                        extras={"object_name": name, "ycb_class": name, "sequence": seq.name, "camera": cam.name})
+                        extras={"object_name": name, "sequence": seq.name, "camera": cam.name}, object_uid=name)
 
     def background(self, root: Path, item: WorkItem) -> np.ndarray:
         seq = _worker_read(self._folder(root, item))

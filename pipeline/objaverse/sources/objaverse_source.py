@@ -85,7 +85,9 @@ def fetch(uid: str, cache_dir: str | None) -> Path:
     try:
         paths = objaverse.load_objects([uid])
     except Exception as e:  # noqa: BLE001
-        raise StepFailed("fetch", f"download failed: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
+        text = str(e).strip().splitlines()
+        raise StepFailed("fetch", "objaverse download failed",
+                         f"{type(e).__name__}: {text[0][:300] if text else ''}") from None
     if uid not in paths:
         raise StepFailed("fetch", "uid is not in the Objaverse object list")
     return Path(paths[uid])

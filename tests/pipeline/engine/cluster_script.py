@@ -8,7 +8,10 @@ Run as a script (its own process: the test session already has a Ray driver):
 
 import dataclasses
 import json
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(out_dir: Path) -> dict:
+    # a private Ray temp dir: Cluster writes its address to <temp>/ray/ray_current_cluster, where a
+    # plain ray.init() of another process on this machine would otherwise find and join it
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     from ray.cluster_utils import Cluster
 
     from pipeline.engine import runner
@@ -50,6 +56,7 @@ def main(out_dir: Path) -> dict:
         summary = runner.run(job, workers=2, address=cluster.address, timeout_s=60, progress=False)
     finally:
         cluster.shutdown()
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
     from schemas.reader import StoreReader
 
     reader = StoreReader(out_dir / "s.zarr")

@@ -15,7 +15,7 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import UserError
 from pipeline.hands.model import hand_models
 from pipeline.hoi.datasets.arctic import ArcticAdapter, image_path
-from pipeline.hoi.datasets.arctic_object import object_pose, split_parts, top_rotation
+from pipeline.hoi.datasets.arctic_object import MM, object_pose, split_parts, top_rotation
 from pipeline.hoi.demo.arctic import IOI_OFFSET, SEQ, SID, make_demo
 from pipeline.hoi.demo.scene import MAX_OPEN
 from schemas import LAYER_NAMES, validate_sample
@@ -210,9 +210,12 @@ def test_object_layer_is_the_articulated_object(arctic_store, arctic_root):
     gl = np.diag([1.0, -1.0, -1.0, 1.0])
     renderer = worker_renderers(RES, 40.0).layers
 
+    metres_to_file = np.diag([MM, MM, MM, 1.0])  # object_poses map the mm template file; parts are in metres
+
     def layer(parts, at_rest=False):
         tracks = [ObjectTrack(p.vertices, vertex_normals(p.vertices, p.faces), p.faces,
-                              gl @ (clip.object_poses if at_rest else p.poses), np.ones(FRAMES, bool)) for p in parts]
+                              gl @ (clip.object_poses @ metres_to_file if at_rest else p.poses), np.ones(FRAMES, bool))
+                  for p in parts]
         return render_mlo(renderer, s["K"].astype(np.float64), FRAMES, tracks, {})[1][:, 0]
 
     stored = s["mlo_depth"][:, 0].astype(np.float32) > 0

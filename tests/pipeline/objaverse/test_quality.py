@@ -10,8 +10,8 @@ from pipeline.engine import runner
 from pipeline.errors import StepFailed
 from pipeline.inspect_store import format_report, inspect
 from pipeline.mesh_io import canonicalise
-from pipeline.object_refs import REF_FILL, reference_views_with_coverage
 from pipeline.objaverse.sample import check_framing, render_object
+from pipeline.object_refs import REF_FILL, reference_views_with_coverage
 from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
 from schemas.reader import StoreReader
@@ -43,6 +43,9 @@ def test_stray_specks_no_longer_shrink_the_body():
     _, bbox = _coverage(body_with_specks(), "bbox")
     assert bulk.max() > 0.3 and 0 < obj.outside < 0.01  # the body fills the views; specks lie outside
     assert bulk.max() > 10 * bbox.max()  # farthest-vertex normalisation: the body is small
+    # the specks (2.5 canonical units out: they could pass by the camera) are not rendered
+    assert np.linalg.norm(obj.mesh.vertices, axis=1).max() < 1.0 and len(obj.mesh.faces) == 12
+    assert sum(len(g.faces) for g in obj.scene.geometry.values()) == 12
     check_framing(bulk, DEFAULT_MIN)
 
 
@@ -100,7 +103,7 @@ def test_degenerate_object_fails_and_good_samples_carry_quality_figures(ray_clus
     assert attrs["globe.glb"]["textured"] is True and attrs["specks.glb"]["textured"] is False
     assert attrs["specks.glb"]["outside_area"] > 0
     report = inspect(tmp_path / "s.zarr")
-    assert report["quality"]["textured"] == 1 and report["quality"]["faces"]["min"] == 12 + 24
+    assert report["quality"]["textured"] == 1 and report["quality"]["faces"]["min"] == 12  # the box; its specks were dropped
     text = format_report(report)
     assert "coverage_refs" in text and "quality: degenerate framing" in text and "e.g." in text
 

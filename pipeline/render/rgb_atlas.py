@@ -1,0 +1,347 @@
+"""RGB frames of one object, many images in one atlas pass, with the project's own PBR shader.
+
+Replaces pyrender for RGB (``--rgb-renderer pyrender`` keeps it, ``rgb.RGBRenderer``): the
+same metallic-roughness shading as pyrender's ``mesh.frag`` (Cook-Torrance with Schlick
+Fresnel, Smith-Schlick G and GGX D; sRGB base-colour/emissive textures; output gamma
+1/2.2), the same light rig (``rgb.LIGHTS``, ``rgb.AMBIENT``, fixed in the camera frame),
+the same camera (``cameras.intrinsics`` of the field of view, near 0.05) and the same 4x
+MSAA, in the camera frame. Materials, vertex colours, alpha modes, normal maps: see
+``pbr_material``; where pyrender departs from the glTF spec (alpha modes, vertex colour
+on the base colour, occlusion on the ambient term only, back faces of double-sided
+materials, mirrored instances) this renderer follows the spec.
+
+Speed: every image is a tile of a multisampled atlas framebuffer (the layer renderer's
+tile machinery, ``layers.projected_bounds/pixel_rect/pack_rects/window_projection``): a tile
+covers only the pixel rectangle the object's convex hull can project to; all tiles are
+drawn in one pass (viewport + scissor per tile), resolved with one blit and read back
+with one ``glReadPixels``. The background is composited on the CPU (premultiplied alpha,
+``rgb.composite_premultiplied``), as for pyrender.
+
+Shapes: ``render_many`` returns uint8 [n,R,R,3] (rows top-down) and leaves the coverage
+alpha uint8 [n,R,R] in ``last_alpha``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.render import egl  # noqa: F401  (PYOPENGL_PLATFORM before OpenGL)
+from pipeline.render.cameras import intrinsics
+from pipeline.render.layers import pack_rects, pixel_rect, projected_bounds, window_projection
+from pipeline.render.pbr_material import BLEND, MASK, TEXTURE_SLOTS, primitive_of
+from pipeline.render.rgb import AMBIENT, LIGHTS, composite_premultiplied
+from pipeline.render.shaders_pbr import FRAG, VERT
+
+MSAA_SAMPLES = 4  # as pyrender's offscreen renderer
+
+
+@dataclass
+class _GpuPrimitive:
+    vao: int
+    vbo: int
+    ebo: int
+    n_faces: int
+    material: object
+    textures: dict  # slot -> GL texture id
+
+
+@dataclass
+class _Instance:
+    prim: int
+    model: np.ndarray  # [4,4] geometry frame -> canonical frame
+
+
+class AtlasRGBRenderer:
+    """Renders one object at a time; interface of ``rgb.RGBRenderer`` plus ``render_many``.
+
+    ``context``: anything with ``make_current()``; ``resolution``: R; ``yfov_deg``: the
+    vertical field of view of the square images.
+    """
+
+    def __init__(self, context, resolution: int, yfov_deg: float, near: float = 0.05, far: float = 100.0,
+                 samples: int = MSAA_SAMPLES, max_atlas_side: int = 2048):
+        self.context = context
+        self.resolution = int(resolution)
+        self.yfov_deg = float(yfov_deg)
+        self.near, self.far = float(near), float(far)
+        self.samples = int(samples)
+        self.side = max(int(max_atlas_side), self.resolution)
+        self.K = intrinsics(self.resolution, self.yfov_deg)
+        self._prims: list[_GpuPrimitive] = []
+        self._instances: list[_Instance] = []
+        self._hull = np.zeros((0, 3))
+        self._fbo_dims = (0, 0)
+        self._fbos = None
+        self.last_alpha = None
+        self.context.make_current()
+        self._program, self._loc = _compile()
+
+    # -- object ---------------------------------------------------------------------------
+    def set_object(self, scene, to_canonical: np.ndarray) -> int:
+        """Replace the object (trimesh.Scene, [4,4] file -> canonical); returns the number of
+        mesh instances added."""
+        import trimesh
+
+        self._free_object()
+        self.context.make_current()
+        index: dict[str, int] = {}
+        points = []
+        for node in scene.graph.nodes_geometry:
+            transform, name = scene.graph[node]
+            geom = scene.geometry[name]
+            if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
+                continue
+            if name not in index:
+                index[name] = len(self._prims)
+                self._prims.append(self._upload(primitive_of(geom)))
+            model = np.asarray(to_canonical, np.float64) @ np.asarray(transform, np.float64)
+            self._instances.append(_Instance(index[name], model))
+            points.append(_hull_points(np.asarray(geom.vertices, np.float64)) @ model[:3, :3].T + model[:3, 3])
+        self._hull = _hull_points(np.concatenate(points)) if points else np.zeros((0, 3))
+        return len(self._instances)
+
+    def _upload(self, prim) -> _GpuPrimitive:
+        from OpenGL import GL
+
+        vao = GL.glGenVertexArrays(1)
+        vbo, ebo = GL.glGenBuffers(2)
+        GL.glBindVertexArray(vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, vbo)
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, prim.vertices.nbytes, prim.vertices, GL.GL_STATIC_DRAW)
+        for loc, (size, offset) in enumerate(((3, 0), (3, 12), (2, 24), (4, 32))):
+            GL.glEnableVertexAttribArray(loc)
+            GL.glVertexAttribPointer(loc, size, GL.GL_FLOAT, GL.GL_FALSE, 48, ctypes.c_void_p(offset))
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, ebo)
+        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, prim.faces.nbytes, prim.faces, GL.GL_STATIC_DRAW)
+        GL.glBindVertexArray(0)
+        textures = {slot: _texture(img) for slot, img in prim.material.textures.items()}
+        return _GpuPrimitive(vao, vbo, ebo, len(prim.faces), prim.material, textures)
+
+    def _free_object(self) -> None:
+        from OpenGL import GL
+
+        if self._prims:
+            self.context.make_current()
+        for p in self._prims:
+            GL.glDeleteVertexArrays(1, [p.vao])
+            GL.glDeleteBuffers(2, [p.vbo, p.ebo])
+            if p.textures:
+                GL.glDeleteTextures(list(p.textures.values()))
+        self._prims, self._instances = [], []
+
+    # -- rendering ------------------------------------------------------------------------
+    def render(self, object_pose: np.ndarray, camera_pose: np.ndarray, background: np.ndarray) -> np.ndarray:
+        """uint8 [R,R,3], one image (``rgb.RGBRenderer.render``); ``last_alpha`` uint8 [R,R]."""
+        out = self.render_many(np.asarray(object_pose)[None], camera_pose, background)
+        self.last_alpha = self.last_alpha[0]
+        return out[0]
+
+    def render_many(self, object_poses, camera_poses, backgrounds) -> np.ndarray:
+        """uint8 [n,R,R,3]: the object at object_poses [n,4,4] (object -> world) seen from
+        camera_poses [n,4,4] or one [4,4] (camera -> world, OpenGL axes), composited over
+        backgrounds uint8 [n,R,R,3] or one [R,R,3]. ``last_alpha``: coverage uint8 [n,R,R]."""
+        R = self.resolution
+        n = len(object_poses)
+        cams = np.broadcast_to(np.asarray(camera_poses, np.float64), (n, 4, 4))
+        bgs = np.broadcast_to(np.asarray(backgrounds, np.uint8), (n, R, R, 3))
+        views = [np.linalg.inv(c) @ np.asarray(p, np.float64) for p, c in zip(object_poses, cams, strict=True)]
+        out = np.array(bgs, np.uint8, copy=True)
+        self.last_alpha = np.zeros((n, R, R), np.uint8)
+        rects = [(i, r) for i, r in ((i, self._tile_rect(v)) for i, v in enumerate(views)) if r is not None]
+        for batch in pack_rects(rects, self.side):
+            rgba = self._render_atlas([(views[i], r, pos) for i, r, pos in batch])
+            for i, (x0, y0, w, h), (ax, ay) in batch:
+                tile = rgba[ay:ay + h, ax:ax + w]
+                out[i, y0:y0 + h, x0:x0 + w] = composite_premultiplied(tile, bgs[i, y0:y0 + h, x0:x0 + w])
+                self.last_alpha[i, y0:y0 + h, x0:x0 + w] = tile[..., 3]
+        return out
+
+    def _tile_rect(self, view: np.ndarray) -> tuple[int, int, int, int] | None:
+        if len(self._hull) == 0:
+            return None
+        bounds = projected_bounds(self._hull @ view[:3, :3].T + view[:3, 3], self.K, self.near)
+        if bounds is None:  # crosses the near plane
+            return (0, 0, self.resolution, self.resolution)
+        return pixel_rect(bounds[0], bounds[1], self.resolution)
+
+    def _framebuffers(self, W: int, H: int) -> int:
+        """(multisampled fbo, resolve fbo), grow-only, sides rounded up to 256."""
+        from OpenGL import GL
+
+        want = (max(self._fbo_dims[0], -(-W // 256) * 256), max(self._fbo_dims[1], -(-H // 256) * 256))
+        if self._fbos is not None and want == self._fbo_dims:
+            return self._fbos
+        if self._fbos is not None:
+            GL.glDeleteFramebuffers(2, list(self._fbos))
+            GL.glDeleteRenderbuffers(3, self._rbs)
+        self._rbs = list(GL.glGenRenderbuffers(3))
+        fbos = list(GL.glGenFramebuffers(2))
+        for rb, fmt, s in zip(self._rbs, (GL.GL_RGBA8, GL.GL_DEPTH_COMPONENT24, GL.GL_RGBA8),
+                              (self.samples, self.samples, 0), strict=True):
+            GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, rb)
+            GL.glRenderbufferStorageMultisample(GL.GL_RENDERBUFFER, s, fmt, *want)
+        for fbo, attach in ((fbos[0], ((GL.GL_COLOR_ATTACHMENT0, 0), (GL.GL_DEPTH_ATTACHMENT, 1))),
+                            (fbos[1], ((GL.GL_COLOR_ATTACHMENT0, 2),))):
+            GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, fbo)
+            for point, k in attach:
+                GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, point, GL.GL_RENDERBUFFER, self._rbs[k])
+            status = GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER)
+            if status != GL.GL_FRAMEBUFFER_COMPLETE:
+                raise RuntimeError(f"RGB atlas framebuffer incomplete (status {status:#x})")
+        self._fbos, self._fbo_dims = tuple(fbos), want
+        return self._fbos
+
+    def _render_atlas(self, items) -> np.ndarray:
+        """Draw tiles ``(view [4,4], rect (x0,y0,w,h), atlas pos (ax,ay))``; premultiplied RGBA
+        uint8 [H,W,4] of the used atlas corner, rows top-down."""
+        from OpenGL import GL
+
+        W = max(ax + r[2] for _, r, (ax, _) in items)
+        H = max(ay + r[3] for _, r, (_, ay) in items)
+        self.context.make_current()
+        ms, resolve = self._framebuffers(W, H)
+        FH = self._fbo_dims[1]
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, ms)
+        GL.glDrawBuffers(1, [GL.GL_COLOR_ATTACHMENT0])
+        GL.glEnable(GL.GL_MULTISAMPLE)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDepthFunc(GL.GL_LESS)
+        GL.glDepthMask(GL.GL_TRUE)
+        GL.glEnable(GL.GL_SCISSOR_TEST)
+        GL.glScissor(0, FH - H, W, H)
+        GL.glClearBufferfv(GL.GL_COLOR, 0, (0.0, 0.0, 0.0, 0.0))
+        GL.glClearBufferfv(GL.GL_DEPTH, 0, (1.0,))
+        GL.glUseProgram(self._program)
+        tiles = []
+        for view, (x0, y0, w, h), (ax, ay) in items:
+            mvs = [view @ inst.model for inst in self._instances]
+            tiles.append((window_projection(self.K, (x0, y0, w, h), self.near, self.far),
+                          (ax, FH - ay - h, w, h), mvs))
+        opaque = [k for k, inst in enumerate(self._instances) if self._prims[inst.prim].material.alpha_mode != BLEND]
+        GL.glDisable(GL.GL_BLEND)
+        for k in sorted(opaque, key=lambda k: self._instances[k].prim):  # material state once per primitive
+            self._bind(self._instances[k].prim)
+            for proj, box, mvs in tiles:
+                self._draw(k, proj, box, mvs[k])
+        blend = [k for k in range(len(self._instances)) if k not in set(opaque)]
+        if blend:  # over the opaque surfaces, farthest instance first (as pyrender orders them)
+            GL.glEnable(GL.GL_BLEND)
+            GL.glBlendFuncSeparate(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA, GL.GL_ONE, GL.GL_ONE_MINUS_SRC_ALPHA)
+            for proj, box, mvs in tiles:
+                for k in sorted(blend, key=lambda k: -np.linalg.norm(mvs[k][:3, 3])):
+                    self._bind(self._instances[k].prim)
+                    self._draw(k, proj, box, mvs[k])
+            GL.glDisable(GL.GL_BLEND)
+        GL.glBindVertexArray(0)
+        GL.glUseProgram(0)
+        GL.glDisable(GL.GL_SCISSOR_TEST)
+        GL.glDisable(GL.GL_CULL_FACE)
+        GL.glFrontFace(GL.GL_CCW)
+        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, ms)  # MSAA resolve of the used corner only
+        GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, resolve)
+        GL.glBlitFramebuffer(0, FH - H, W, FH, 0, FH - H, W, FH, GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, resolve)
+        GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        data = GL.glReadPixels(0, FH - H, W, H, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+        return np.frombuffer(data, np.uint8).reshape(H, W, 4)[::-1]
+
+    def _bind(self, prim_index: int) -> None:
+        from OpenGL import GL
+
+        p = self._prims[prim_index]
+        m, loc = p.material, self._loc
+        GL.glUniform4f(loc["base_color_factor"], *m.base_color.astype(np.float32))
+        GL.glUniform1f(loc["metallic_factor"], m.metallic)
+        GL.glUniform1f(loc["roughness_factor"], m.roughness)
+        GL.glUniform3f(loc["emissive_factor"], *m.emissive.astype(np.float32))
+        GL.glUniform1i(loc["alpha_mode"], m.alpha_mode)
+        GL.glUniform1f(loc["alpha_cutoff"], m.alpha_cutoff if m.alpha_mode == MASK else 0.0)
+        GL.glUniform1i(loc["double_sided"], int(m.double_sided))
+        for unit, slot in enumerate(TEXTURE_SLOTS):
+            GL.glUniform1i(loc[f"has_{slot}"], int(slot in p.textures))
+            if slot in p.textures:
+                GL.glActiveTexture(GL.GL_TEXTURE0 + unit)
+                GL.glBindTexture(GL.GL_TEXTURE_2D, p.textures[slot])
+        GL.glActiveTexture(GL.GL_TEXTURE0)
+        if m.double_sided:
+            GL.glDisable(GL.GL_CULL_FACE)
+        else:
+            GL.glEnable(GL.GL_CULL_FACE)
+            GL.glCullFace(GL.GL_BACK)
+        GL.glBindVertexArray(p.vao)
+
+    def _draw(self, k: int, proj: np.ndarray, box, mv: np.ndarray) -> None:
+        from OpenGL import GL
+
+        GL.glViewport(*box)
+        GL.glScissor(*box)  # llvmpipe's guard band lets fragments spill past the viewport
+        GL.glUniformMatrix4fv(self._loc["projection"], 1, GL.GL_TRUE, proj)
+        GL.glUniformMatrix4fv(self._loc["modelview"], 1, GL.GL_TRUE, mv.astype(np.float32))
+        GL.glUniformMatrix3fv(self._loc["normal_matrix"], 1, GL.GL_TRUE,
+                              np.linalg.inv(mv[:3, :3]).T.astype(np.float32))
+        # a mirroring transform turns the winding inside out (glTF: front faces stay front)
+        GL.glFrontFace(GL.GL_CW if np.linalg.det(mv[:3, :3]) < 0 else GL.GL_CCW)
+        n = self._prims[self._instances[k].prim].n_faces
+        GL.glDrawElements(GL.GL_TRIANGLES, 3 * n, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
+
+
+def _compile():
+    from OpenGL import GL
+    from OpenGL.GL import shaders
+
+    prog = shaders.compileProgram(shaders.compileShader(VERT, GL.GL_VERTEX_SHADER),
+                                  shaders.compileShader(FRAG, GL.GL_FRAGMENT_SHADER), validate=False)
+    names = ["modelview", "normal_matrix", "projection", "base_color_factor", "metallic_factor",
+             "roughness_factor", "emissive_factor", "alpha_mode", "alpha_cutoff", "double_sided"]
+    names += [f"has_{s}" for s in TEXTURE_SLOTS]
+    loc = {n: GL.glGetUniformLocation(prog, n) for n in names}
+    GL.glUseProgram(prog)
+    for unit, slot in enumerate(TEXTURE_SLOTS):
+        GL.glUniform1i(GL.glGetUniformLocation(prog, f"tex_{slot}"), unit)
+    dirs = np.array([np.asarray(d, np.float64) / np.linalg.norm(d) for d, _ in LIGHTS], np.float32)
+    GL.glUniform3fv(GL.glGetUniformLocation(prog, "light_dir"), len(LIGHTS), dirs)
+    GL.glUniform1fv(GL.glGetUniformLocation(prog, "light_intensity"), len(LIGHTS),
+                    np.array([i for _, i in LIGHTS], np.float32))
+    GL.glUniform1i(GL.glGetUniformLocation(prog, "n_lights"), len(LIGHTS))
+    GL.glUniform1f(GL.glGetUniformLocation(prog, "ambient"), AMBIENT)
+    GL.glUseProgram(0)
+    return prog, loc
+
+
+def _texture(img: np.ndarray) -> int:
+    """A mipmapped, repeating RGBA8 texture of uint8 [H,W,4] (rows top-down: uploaded flipped
+    so that v = 0 is the image's last row, trimesh's uv convention, as pyrender does)."""
+    from OpenGL import GL
+
+    tex = GL.glGenTextures(1)
+    GL.glBindTexture(GL.GL_TEXTURE_2D, tex)
+    GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 1)
+    data = np.ascontiguousarray(img[::-1])
+    GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_RGBA8, img.shape[1], img.shape[0], 0, GL.GL_RGBA,
+                    GL.GL_UNSIGNED_BYTE, data)
+    GL.glGenerateMipmap(GL.GL_TEXTURE_2D)
+    GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MIN_FILTER, GL.GL_LINEAR_MIPMAP_LINEAR)
+    GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR)
+    GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_WRAP_S, GL.GL_REPEAT)
+    GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_WRAP_T, GL.GL_REPEAT)
+    GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+    return tex
+
+
+def _hull_points(v: np.ndarray) -> np.ndarray:
+    """The convex hull's vertices of points float [N,3] (all of them if few or degenerate):
+    their projections bound the projections of all points (all in front of the camera)."""
+    v = v[np.isfinite(v).all(axis=1)]
+    if len(v) <= 64:
+        return v
+    try:
+        from scipy.spatial import ConvexHull
+
+        return v[ConvexHull(v).vertices]
+    except Exception:  # noqa: BLE001  (flat or degenerate point sets: keep every point)
+        return v

@@ -1,0 +1,126 @@
+"""GLSL of the RGB atlas renderer (``rgb_atlas``): pyrender's metallic-roughness shading
+(``pyrender/shaders/mesh.frag``: same BRDF terms, constants and gamma) in the camera frame,
+with the glTF alpha modes, COLOR_0 on the base colour and occlusion on the ambient term."""
+
+VERT = """
+#version 330 core
+layout(location = 0) in vec3 position;
+layout(location = 1) in vec3 normal;
+layout(location = 2) in vec2 texcoord;
+layout(location = 3) in vec4 color;
+uniform mat4 modelview;
+uniform mat3 normal_matrix;
+uniform mat4 projection;
+out vec3 v_pos;
+out vec3 v_nrm;
+out vec2 v_uv;
+out vec4 v_col;
+void main() {
+    vec4 p = modelview * vec4(position, 1.0);
+    v_pos = p.xyz;
+    v_nrm = normal_matrix * normal;
+    v_uv = texcoord;
+    v_col = color;
+    gl_Position = projection * p;
+}
+"""
+
+FRAG = """
+#version 330 core
+in vec3 v_pos;
+in vec3 v_nrm;
+in vec2 v_uv;
+in vec4 v_col;
+out vec4 frag_color;
+
+uniform vec4 base_color_factor;
+uniform float metallic_factor;
+uniform float roughness_factor;
+uniform vec3 emissive_factor;
+uniform int alpha_mode;      // 0 opaque, 1 mask, 2 blend
+uniform float alpha_cutoff;
+uniform bool double_sided;
+uniform bool has_base, has_metallic_roughness, has_normal, has_occlusion, has_emissive;
+uniform sampler2D tex_base, tex_metallic_roughness, tex_normal, tex_occlusion, tex_emissive;
+uniform vec3 light_dir[4];        // toward each light, camera frame, unit
+uniform float light_intensity[4];
+uniform int n_lights;
+uniform float ambient;
+
+const float PI = 3.141592653589793;
+const float min_roughness = 0.04;
+
+vec4 srgb_to_linear(vec4 s) {
+    vec3 b = step(vec3(0.04045), s.xyz);
+    return vec4(mix(s.xyz / vec3(12.92), pow((s.xyz + vec3(0.055)) / vec3(1.055), vec3(2.4)), b), s.w);
+}
+
+vec3 surface_normal() {
+    vec3 ng = v_nrm;
+    if (dot(ng, ng) < 1e-20) ng = cross(dFdx(v_pos), dFdy(v_pos));  // degenerate vertex normal
+    ng = normalize(ng);
+    if (double_sided && !gl_FrontFacing) ng = -ng;
+    if (!has_normal) return ng;
+    vec3 pos_dx = dFdx(v_pos);
+    vec3 pos_dy = dFdy(v_pos);
+    vec3 tex_dx = dFdx(vec3(v_uv, 0.0));
+    vec3 tex_dy = dFdy(vec3(v_uv, 0.0));
+    vec3 t = (tex_dy.t * pos_dx - tex_dx.t * pos_dy) / (tex_dx.s * tex_dy.t - tex_dy.s * tex_dx.t);
+    t = normalize(t - ng * dot(ng, t));
+    vec3 b = normalize(cross(ng, t));
+    vec3 n = texture(tex_normal, v_uv).rgb;
+    vec3 mapped = normalize(mat3(t, b, ng) * (2.0 * n - 1.0));
+    return all(equal(mapped, mapped)) ? mapped : ng;  // NaN (no uv gradient): the plain normal
+}
+
+vec3 brdf(vec3 n, vec3 v, vec3 l, float roughness, vec3 f0, vec3 c_diff, float radiance) {
+    vec3 h = normalize(l + v);
+    float nl = clamp(dot(n, l), 0.001, 1.0);
+    float nv = clamp(abs(dot(n, v)), 0.001, 1.0);
+    float nh = clamp(dot(n, h), 0.0, 1.0);
+    float vh = clamp(dot(v, h), 0.0, 1.0);
+    vec3 F = f0 + (1.0 - f0) * pow(clamp(1.0 - vh, 0.0, 1.0), 5.0);
+    float r = roughness + 1.0;
+    float k = r * r / 8.0;
+    float G = (nv / (nv * (1.0 - k) + k)) * (nl / (nl * (1.0 - k) + k));
+    float a = roughness * roughness;
+    float a2 = a * a;
+    float d = nh * nh * (a2 - 1.0) + 1.0;
+    float D = a2 / (PI * d * d);
+    vec3 diffuse = (1.0 - F) * c_diff / PI;
+    vec3 spec = F * G * D / (4.0 * nl * nv + 0.001);
+    return nl * radiance * (diffuse + spec);
+}
+
+void main() {
+    vec4 base = base_color_factor * v_col;
+    if (has_base) base *= srgb_to_linear(texture(tex_base, v_uv));
+    float alpha = base.a;
+    if (alpha_mode == 1 && alpha < alpha_cutoff) discard;
+    if (alpha_mode != 2) alpha = 1.0;
+
+    float roughness = roughness_factor;
+    float metallic = metallic_factor;
+    if (has_metallic_roughness) {
+        vec4 mr = texture(tex_metallic_roughness, v_uv);
+        roughness *= mr.g;
+        metallic *= mr.b;
+    }
+    roughness = clamp(roughness, min_roughness, 1.0);
+    metallic = clamp(metallic, 0.0, 1.0);
+    vec3 c_diff = mix(vec3(0.0), base.rgb * (1.0 - min_roughness), 1.0 - metallic);
+    vec3 f0 = mix(vec3(min_roughness), base.rgb, metallic);
+
+    vec3 n = surface_normal();
+    vec3 v = normalize(-v_pos);
+    vec3 color = vec3(0.0);
+    for (int i = 0; i < n_lights; i++)
+        color += brdf(n, v, light_dir[i], roughness, f0, c_diff, light_intensity[i]);
+    float ao = has_occlusion ? texture(tex_occlusion, v_uv).r : 1.0;
+    color += base.rgb * ambient * ao;
+    vec3 emissive = emissive_factor;
+    if (has_emissive) emissive *= srgb_to_linear(texture(tex_emissive, v_uv)).rgb;
+    color += emissive;
+    frag_color = clamp(vec4(pow(color, vec3(1.0 / 2.2)), alpha), 0.0, 1.0);
+}
+"""
