@@ -47,6 +47,8 @@ def render_objaverse(
     normalise: Annotated[str, typer.Option(help="canonical frame: 'bulk' of the surface area, or 'bbox' "
                                            "(farthest vertex)")] = "bulk",
     max_texture: Annotated[int, typer.Option(help="downscale textures to this side")] = 2048,
+    rgb_renderer: Annotated[str, typer.Option(help="RGB frames and reference views: 'atlas' (own PBR shader, all "
+                                              "images in one atlas pass) or 'pyrender'")] = "atlas",
     timeout: Annotated[float, typer.Option(help="seconds per object before it is killed and recorded")] = 600.0,
     address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
@@ -65,7 +67,7 @@ def render_objaverse(
         cfg = RenderConfig(frames=frames, resolution=resolution, yfov_deg=yfov, cam_distance=cam_distance,
                            clips_per_object=clips, seed=seed, samples_per_shard=samples_per_shard,
                            max_faces=max_faces, max_texture_px=max_texture, timeout_s=timeout, min_faces=min_faces,
-                           min_coverage=min_coverage, normalise=normalise).validate()
+                           min_coverage=min_coverage, normalise=normalise, rgb_renderer=rgb_renderer).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
     check_writable(out)

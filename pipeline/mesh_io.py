@@ -166,7 +166,7 @@ def load_scene(path: str | os.PathLike, max_file_mb: float, max_faces: int, max_
     except OSError as e:
         raise MeshRejected("load", "cannot read the file", str(e.strerror)) from None
     if size_mb > max_file_mb:
-        raise MeshRejected("load", f"file is {size_mb:.0f} MB, over the {max_file_mb:.0f} MB cap")
+        raise MeshRejected("load", f"file over the {max_file_mb:g} MB cap", f"{size_mb:.1f} MB")
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     resolver = ContainedResolver(path, int(max_file_mb * 2**20))
     n_draco = 0
@@ -193,7 +193,7 @@ def load_scene(path: str | os.PathLike, max_file_mb: float, max_faces: int, max_
     if n_faces == 0:
         raise MeshRejected("validate", "no triangles")
     if n_faces > max_faces or instances * n_faces > 50 * max_faces:
-        raise MeshRejected("validate", f"{n_faces} faces in {instances} instances, over the {max_faces} cap")
+        raise MeshRejected("validate", f"over the {max_faces} faces cap", f"{n_faces} faces in {instances} instances")
     _cap_textures(scene, max_texture_px)
     return scene
 
@@ -212,7 +212,7 @@ def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int, normalise: str 
         raise MeshRejected("validate", "no triangles")
     total = sum(len(m[1]) for m in meshes)
     if total > max_faces:
-        raise MeshRejected("validate", f"{total} faces after instancing, over the {max_faces} cap")
+        raise MeshRejected("validate", f"over the {max_faces} faces cap", f"{total} faces after instancing")
     if total < min_faces:
         raise MeshRejected("select", "fewer faces than --min-faces", f"{total} < {min_faces}")
     verts, faces, normals, offset = [], [], [], 0
@@ -228,11 +228,11 @@ def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int, normalise: str 
     v = np.concatenate(verts)
     f = np.concatenate(faces)
     if not np.isfinite(v).all() or np.abs(v).max() > MAX_ABS_COORD:
-        raise MeshRejected("validate", f"absurd size: coordinates up to {np.abs(v).max():.3g}")
+        raise MeshRejected("validate", "absurd size: huge coordinates", f"coordinates up to {np.abs(v).max():.3g}")
     used = np.unique(f)
     lo, hi = v[used].min(axis=0), v[used].max(axis=0)
     if (hi - lo).max() < MIN_EXTENT:
-        raise MeshRejected("validate", f"absurd size: extent {(hi - lo).max():.3g}")
+        raise MeshRejected("validate", "absurd size: no extent", f"extent {(hi - lo).max():.3g}")
     if normalise == "bbox":
         centre = (lo + hi) / 2
         radius = np.linalg.norm(v[used] - centre, axis=1).max()

@@ -44,14 +44,12 @@ def reference_views_with_coverage(obj: CanonicalObject, rgb_renderer, resolution
     """(views uint8 [6,R,R,3] on white, coverage float32 [6]: object pixel fraction per view,
     i.e. the mean MSAA alpha). Leaves ``obj`` set as the RGB renderer's object."""
     rgb_renderer.set_object(obj.scene, obj.to_canonical)
-    yfov = np.degrees(rgb_renderer.camera.camera.yfov)
-    distance = ref_distance(obj.mesh.vertices, yfov, fill)
+    distance = ref_distance(obj.mesh.vertices, rgb_renderer.yfov_deg, fill)
     white = np.full((resolution, resolution, 3), WHITE, np.uint8)
-    views, coverage = [], []
-    for pose in reference_view_poses(distance, REF_VIEW_NAMES):
-        views.append(rgb_renderer.render(np.eye(4), pose, white))
-        coverage.append(rgb_renderer.last_alpha.astype(np.float32).mean() / 255.0)
-    return np.stack(views), np.asarray(coverage, np.float32)
+    poses = reference_view_poses(distance, REF_VIEW_NAMES)
+    views = rgb_renderer.render_many(np.broadcast_to(np.eye(4), poses.shape), poses, white)  # one pass (atlas)
+    coverage = rgb_renderer.last_alpha.astype(np.float32).mean(axis=(1, 2)) / 255.0
+    return views, coverage.astype(np.float32)
 
 
 def reference_views(obj: CanonicalObject, rgb_renderer, cam_distance: float, resolution: int) -> np.ndarray:

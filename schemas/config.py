@@ -66,6 +66,7 @@ class RenderConfig(_ConfigDict):
     normalise: str = "bulk"          # canonical frame: "bulk" of the surface area or "bbox" (pipeline.mesh_io)
     min_faces: int = 0               # objects with fewer faces are recorded as not selected
     min_coverage: float = 0.002      # an object below this pixel fraction in all 6 reference views fails
+    rgb_renderer: str = "atlas"      # "atlas" (own PBR shader, one atlas pass) or "pyrender" (pipeline.render)
 
     def validate(self) -> RenderConfig:
         _check(1 <= self.frames <= 1024, f"--frames must be in 1..1024, got {self.frames}")
@@ -86,6 +87,8 @@ class RenderConfig(_ConfigDict):
         _check(self.normalise in ("bulk", "bbox"), f"--normalise must be 'bulk' or 'bbox', got {self.normalise!r}")
         _check(0 <= self.min_faces <= self.max_faces, f"--min-faces must be in 0..--max-faces, got {self.min_faces}")
         _check(0.0 <= self.min_coverage < 1.0, f"--min-coverage must be in [0, 1), got {self.min_coverage}")
+        _check(self.rgb_renderer in ("atlas", "pyrender"),
+               f"--rgb-renderer must be 'atlas' or 'pyrender', got {self.rgb_renderer!r}")
         return self
 
 

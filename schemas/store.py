@@ -153,7 +153,8 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "size of the canonical object: world point = R(obj_rot) @ (obj_scale * p) + obj_trans",
               codec="small"),
     ArraySpec("K", (3, 3), "float32", (3, 3), "pixels",
-              "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5; all zero = unknown (human)",
+              "intrinsics of the stored (cropped, resized) image; pixel centres at +0.5; "
+              "all zero = unknown (human)",
               kinds=ALL_KINDS, codec="small"),
     ArraySpec("cam_pose", (4, 4), "float32", (4, 4), "m",
               "camera-to-world pose, OpenGL camera axes", codec="small"),

@@ -1,4 +1,4 @@
-"""ManiVideoModel: frozen VAE + denoising UNet + AppearanceNet + G, E_F, E_N (+ motion modules).
+"""ManiVideoModel: frozen VAE + denoising UNet + AppearanceNet + G, E_F, E_N (+ G_1 on S, motion modules).
 
 Everything but our three small encoders is diffusers: AutoencoderKL, UNet2DConditionModel
 (stage 1), UNetMotionModel.from_unet2d + MotionAdapter (stage 2). ``sd15`` loads local

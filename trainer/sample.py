@@ -163,7 +163,8 @@ def sample_store(checkpoint: str, store: str, index: int, out: str, steps: int |
 
     with precision_context(cfg, dev):  # the training precision on GPU
         result = generate(model, data.load(0, index, 0), cfg, dev, steps or cfg.sample_steps, guidance, seed)
+    region = "person" if data.readers[0].layout.kind == "human" else "hand-object"  # what the mask covers
     result["metrics"].update(checkpoint=str(checkpoint), store=str(store), index=index, split=split,
-                             key=data.readers[0].key(index))
+                             region=region, key=data.readers[0].key(index))
     paths = write_outputs(result, out)
     return {"paths": [str(p) for p in paths], "metrics": result["metrics"]}

@@ -49,6 +49,10 @@ from pipeline.errors import StepFailed
 from schemas import SchemaError, StoreLayout
 from schemas.store import SAMPLE_ATTRS
 
+# A step's sample may carry this key: {stage: seconds} for the whole item (e.g. fetch, load,
+# render_rgb). The task removes it before writing and stores it, with its own "write"
+# (contract check + encode + write) seconds, as the item's ``timings`` in the shard marker.
+STEP_TIMINGS = "timings"
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -234,11 +238,17 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             try:
                 with _Watchdog(timeout_s, journal, item.key):
                     samples = step(item, options)
+                    timings = {}
+                    for s in samples:
+                        timings.update(s.pop(STEP_TIMINGS, None) or {})
                     if len(samples) != item.n_samples:
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
                     if not _same_store(out_path, nonce):
                         return stale
+                    t_write = time.perf_counter()
                     shard_writer.write_samples(arrays, layout, rows, samples)
+                    timings["write"] = time.perf_counter() - t_write
+                    rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
                     attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
                     if any(attrs):
                         rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)

@@ -12,17 +12,19 @@ from pipeline.output import check_writable
 
 
 def render_human(
-    root: Annotated[Path, typer.Option(help="folder of person videos: <video>/images/*.png (TikTok layout) or .mp4/.webm")],
+    root: Annotated[Path, typer.Option(help="folder of person videos: <video>/images/*.png (TikTok layout) "
+                                            "or .mp4/.webm files")],
     out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/human.zarr"),
     frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = 16,
     stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
     crop_margin: Annotated[float, typer.Option(help="crop side / the clip's keypoint box side")] = 1.3,
-    min_person_frames: Annotated[float, typer.Option(help="fail a clip with a person in fewer of its frames")] = 0.5,
+    min_person_frames: Annotated[float, typer.Option(help="fail a clip with a person in fewer of its "
+                                                          "frames")] = 0.5,
     max_clips_per_video: Annotated[int, typer.Option(help="at most this many clips per video; 0 = all")] = 0,
-    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 8")] = 0,
+    samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto")] = 0,
     workers: Annotated[int, typer.Option(help="Ray workers")] = 2,
-    address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
+    address: Annotated[str | None, typer.Option(help="join this Ray cluster ('auto' or HOST:6379)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds per video before it is recorded as failed")] = 600.0,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -34,9 +36,10 @@ def render_human(
     from schemas.config import ConfigError
 
     try:
-        cfg = HumanConfig(frames=frames, stride=stride, resolution=resolution, samples_per_shard=samples_per_shard,
-                          crop_margin=crop_margin, min_person_frames=min_person_frames,
-                          max_clips_per_video=max_clips_per_video, timeout_s=timeout).validate()
+        cfg = HumanConfig(frames=frames, stride=stride, resolution=resolution,
+                          samples_per_shard=samples_per_shard, crop_margin=crop_margin,
+                          min_person_frames=min_person_frames, max_clips_per_video=max_clips_per_video,
+                          timeout_s=timeout).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
     check_writable(out)
@@ -50,7 +53,7 @@ def make_demo_human(
     frames: Annotated[int, typer.Option(help="frames per video")] = 24,
     seed: Annotated[int, typer.Option(help="seed (rooms)")] = 0,
 ):
-    """A small person-video dataset (a drawn articulated figure, OpenPose JSON keypoints, TikTok layout + mp4)."""
+    """A small person-video dataset: a drawn moving figure, OpenPose JSON keypoints, TikTok layout + mp4."""
     from pipeline.human.demo import make_demo
 
     if frames < 2:

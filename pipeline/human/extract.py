@@ -75,7 +75,8 @@ class MediaPipeExtractor:
             raise StepFailed("keypoints", f"{reason}; {INSTALL_HINT}")
         from mediapipe.python.solutions import holistic
 
-        self._model = holistic.Holistic(static_image_mode=True, model_complexity=1, refine_face_landmarks=False)
+        self._model = holistic.Holistic(static_image_mode=True, model_complexity=1,
+                                        refine_face_landmarks=False)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
@@ -95,8 +96,8 @@ def check_keypoint_sources(videos: list[VideoSource]) -> None:
     if missing:
         reason = mediapipe_status()
         if reason is not None:
-            raise UserError(f"{len(missing)} video(s) have no OpenPose keypoints (e.g. {missing[0]}) and {reason}; "
-                            f"{INSTALL_HINT}")
+            raise UserError(f"{len(missing)} video(s) have no OpenPose keypoints (e.g. {missing[0]}) "
+                            f"and {reason}; {INSTALL_HINT}")
 
 
 class ClipKeypoints:

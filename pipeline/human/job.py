@@ -62,8 +62,8 @@ def render_human_item(item: WorkItem, options: dict) -> list[dict]:
         for w in wins:
             human_clip.require_person(w, [kps(i, frames[i]) for i in w], cfg)
             ref = _pick_reference(w, n, frames, kps)
-            samples.append(human_clip.build_sample(w, frames, lambda i: kps(i, frames[i]), masks, ref, K_cv, cfg,
-                                                   keypoint_source(src)))
+            samples.append(human_clip.build_sample(w, frames, lambda i: kps(i, frames[i]), masks, ref, K_cv,
+                                                   cfg, keypoint_source(src)))
         return samples
     finally:
         kps.close()
@@ -91,10 +91,11 @@ def list_items(root: Path, cfg: HumanConfig) -> tuple[list[WorkItem], list[str]]
         items.append(WorkItem(key=v.key, locator=v.to_locator(), n_samples=n_win))
     notes = []
     if short:
-        notes.append(f"{len(short)} video(s) shorter than one clip of {cfg.frames} frames (stride {cfg.stride}) "
-                     f"skipped, e.g. {short[0]}")
+        notes.append(f"{len(short)} video(s) shorter than one clip of {cfg.frames} frames "
+                     f"(stride {cfg.stride}) skipped, e.g. {short[0]}")
     if unreadable:
-        notes.append(f"{unreadable} video(s) FFmpeg could not probe: planned as one clip each, recorded as failed")
+        notes.append(f"{unreadable} video(s) FFmpeg could not probe: planned as one clip each, "
+                     "recorded as failed")
     if not items:
         raise UserError(f"no video under {root} is long enough for one clip of {cfg.frames} frames")
     return items, notes

@@ -83,7 +83,8 @@ def read_openpose_json(path: Path) -> np.ndarray:
         data = json.loads(Path(path).read_text())
         people = [person_to_array(p) for p in data["people"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise StepFailed("keypoints", f"{Path(path).name}: not an OpenPose JSON file ({str(e)[:100]})") from None
+        why = f"{Path(path).name}: not an OpenPose JSON file ({str(e)[:100]})"
+        raise StepFailed("keypoints", why) from None
     return main_person(people)
 
 

@@ -22,7 +22,8 @@ def blend(rgb: np.ndarray, skeleton: np.ndarray, mask: np.ndarray | None = None)
     drawn = skeleton.any(axis=-1)
     out[drawn] = skeleton[drawn]
     if mask is not None and mask.any():
-        edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+        inner = np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
+        edge = mask & ~inner
         out[edge] = 255
     return out
 
@@ -39,7 +40,8 @@ def _row(reader, i: int) -> list[tuple[Image.Image, str]]:
     for t in sorted({0, T // 2, T - 1}):
         m = s["person_mask"][t] if has_mask else None
         tiles += [(_thumb(s["rgb"][t]), f"rgb t={t}"), (_thumb(s["skeleton"][t]), f"S t={t}"),
-                  (_thumb(blend(s["rgb"][t], s["skeleton"][t], m)), "S over rgb" + (" +mask" if has_mask else ""))]
+                  (_thumb(blend(s["rgb"][t], s["skeleton"][t], m)),
+                   "S over rgb" + (" +mask" if has_mask else ""))]
     return tiles
 
 

@@ -24,8 +24,8 @@ BODY_COLORS = np.array([
     (0, 255, 0), (255, 0, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
     (0, 0, 255), (255, 0, 170), (170, 0, 255), (255, 0, 255), (85, 0, 255), (0, 0, 255), (0, 0, 255),
     (0, 0, 255), (0, 255, 255), (0, 255, 255), (0, 255, 255)], np.uint8)
-HAND_PAIRS = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
-              (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20))
+HAND_PAIRS = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
+              (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20))
 HAND_COLORS = np.array([
     (100, 100, 100), (100, 0, 0), (150, 0, 0), (200, 0, 0), (255, 0, 0), (100, 100, 0), (150, 150, 0),
     (200, 200, 0), (255, 255, 0), (0, 100, 50), (0, 150, 75), (0, 200, 100), (0, 255, 125), (0, 50, 100),
@@ -40,7 +40,8 @@ def line_width(resolution: int) -> int:
     return max(1, round(resolution / 128))
 
 
-def _draw_part(draw: ImageDraw.ImageDraw, kp: np.ndarray, pairs, colors, threshold: float, width: int) -> None:
+def _draw_part(draw: ImageDraw.ImageDraw, kp: np.ndarray, pairs, colors, threshold: float,
+               width: int) -> None:
     ok = kp[:, 2] > threshold
     xy = kp[:, :2] - 0.5  # store pixels (centres at +0.5) -> PIL (centres at integers)
     for a, b in pairs:

@@ -64,11 +64,11 @@ def find_videos(root: Path) -> list[VideoSource]:
     for images in sorted(root.rglob("images")):
         if images.is_dir() and _images(images):
             d = images.parent
-            kp = d / "openpose"
+            kp, intr = d / "openpose", d / "intrinsics.json"
             found.append(VideoSource(key=str(d.relative_to(root)), path=d, is_file=False,
                                      keypoints=kp if kp.is_dir() else None,
                                      masks=d / "masks" if _images(d / "masks") else None,
-                                     intrinsics=d / "intrinsics.json" if (d / "intrinsics.json").is_file() else None))
+                                     intrinsics=intr if intr.is_file() else None))
     for f in sorted(root.rglob("*")):
         if f.is_file() and f.suffix.lower() in VIDEO_EXTS:
             kp = f.with_name(f.stem + "_openpose")

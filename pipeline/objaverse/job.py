@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.shard_task import STEP_TIMINGS, WorkItem
 from pipeline.errors import StepFailed, UserError
-from pipeline.mesh_io import load_object
-from pipeline.objaverse.sample import objaverse_layout, render_object
+from pipeline.mesh_io import canonicalise, load_scene
+from pipeline.objaverse.sample import objaverse_layout, render_object, timed
 from pipeline.objaverse.sources import builtin, local, objaverse_source, objaverse_xl
 from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
@@ -67,14 +67,23 @@ def fetch_path(source: str, locator: str, cache_dir: str | None) -> Path:
 
 
 def objaverse_step(item: WorkItem, options: dict) -> list[dict]:
-    """Worker-side step: fetch, load, canonicalise, render all clips of one object."""
+    """Worker-side step: fetch, load, canonicalise, render all clips of one object. The first
+    sample carries the item's seconds per stage (``STEP_TIMINGS``; the task moves them into
+    the item's record in the shard marker)."""
     cfg = RenderConfig.from_dict(options["render"])
-    path = fetch_path(options["source"], item.locator, options.get("cache_dir"))
-    obj = load_object(item.key, path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px, cfg.normalise,
-                      cfg.min_faces)
-    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg)
+    timings: dict[str, float] = {}
+    with timed(timings, "fetch"):
+        path = fetch_path(options["source"], item.locator, options.get("cache_dir"))
+    with timed(timings, "load"):
+        scene = load_scene(path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px)
+    with timed(timings, "normalise"):
+        obj = canonicalise(item.key, scene, cfg.max_faces, cfg.normalise, cfg.min_faces)
+    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg, cfg.rgb_renderer)
     try:
-        return render_object(obj, cfg, renderers)
+        samples = render_object(obj, cfg, renderers, timings)
+        if samples:
+            samples[0][STEP_TIMINGS] = timings
+        return samples
     except StepFailed:
         raise
     except Exception as e:  # noqa: BLE001  (GL errors etc. are this object's failure)

@@ -14,6 +14,9 @@ Quality gate and figures: each sample's attrs (``schemas.store.SAMPLE_ATTRS``) h
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import numpy as np
 
 from pipeline.errors import StepFailed
@@ -42,28 +45,49 @@ def check_framing(ref_coverage: np.ndarray, min_coverage: float) -> None:
                          f"largest reference-view coverage {best:.3%} < --min-coverage {min_coverage:.3%}")
 
 
-def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers) -> list[dict[str, np.ndarray]]:
-    """All clips of one object as contract samples (see schemas.store), in clip order."""
+@contextmanager
+def timed(timings: dict | None, stage: str):
+    """Add the seconds the block takes to ``timings[stage]`` (no-op when timings is None)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers,
+                  timings: dict | None = None) -> list[dict[str, np.ndarray]]:
+    """All clips of one object as contract samples (see schemas.store), in clip order.
+    ``timings`` (optional): receives seconds per stage (references, points, trajectory,
+    render_layers, render_rgb), summed over clips."""
     R = cfg.resolution
     K = intrinsics(R, cfg.yfov_deg)
     cam_pose = look_at((0.0, 0.0, cfg.cam_distance))
     view = np.linalg.inv(cam_pose)
 
-    ref_views, ref_coverage = reference_views_with_coverage(obj, renderers.rgb, R)
+    with timed(timings, "references"):
+        ref_views, ref_coverage = reference_views_with_coverage(obj, renderers.rgb, R)
     check_framing(ref_coverage, cfg.min_coverage)
-    points, point_normals = object_points(obj, cfg.seed)
-    renderers.layers.upload("object", obj.mesh.vertices, obj.mesh.vertex_normals, obj.mesh.faces)
+    with timed(timings, "points"):
+        points, point_normals = object_points(obj, cfg.seed)
+    with timed(timings, "render_layers"):
+        renderers.layers.upload("object", obj.mesh.vertices, obj.mesh.vertex_normals, obj.mesh.faces)
 
     from pipeline.render.layers import Draw
 
     samples = []
     for clip in range(cfg.clips_per_object):
-        rng = sample_rng(cfg.seed, obj.uid, clip, "trajectory")
-        quats, trans = trajectory.simulate(rng, cfg.frames, cfg.yfov_deg, cfg.cam_distance, cfg.max_rotation_deg)
-        poses = trajectory.object_poses(quats, trans)
-        background = backgrounds.gradient_background(sample_rng(cfg.seed, obj.uid, clip, "background"), R)
-        rgb = np.stack([renderers.rgb.render(p, cam_pose, background) for p in poses])
-        normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K)
+        with timed(timings, "trajectory"):
+            rng = sample_rng(cfg.seed, obj.uid, clip, "trajectory")
+            quats, trans = trajectory.simulate(rng, cfg.frames, cfg.yfov_deg, cfg.cam_distance,
+                                               cfg.max_rotation_deg)
+            poses = trajectory.object_poses(quats, trans)
+            background = backgrounds.gradient_background(sample_rng(cfg.seed, obj.uid, clip, "background"), R)
+        with timed(timings, "render_rgb"):
+            rgb = renderers.rgb.render_many(poses, cam_pose, background)  # one atlas pass (or pyrender)
+        with timed(timings, "render_layers"):
+            normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K)
         attrs = {"coverage_frames": [round(float(c), 5) for c in (depth > 0).mean(axis=(1, 2))],
                  "coverage_refs": [round(float(c), 5) for c in ref_coverage], "faces": obj.faces,
                  "textured": obj.textured, "outside_area": round(obj.outside, 5)}

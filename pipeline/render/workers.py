@@ -15,14 +15,26 @@ class Renderers:
     rgb: object
 
 
+RGB_RENDERERS = ("atlas", "pyrender")  # rgb_atlas.AtlasRGBRenderer (default), rgb.RGBRenderer
+
+
 @functools.cache
-def worker_renderers(resolution: int, yfov_deg: float) -> Renderers:
-    """Created once per worker process (per resolution and field of view)."""
+def worker_renderers(resolution: int, yfov_deg: float, rgb_renderer: str = "atlas") -> Renderers:
+    """Created once per worker process (per resolution, field of view and RGB renderer)."""
     from pipeline.render.context import shared_context
     from pipeline.render.layers import LayerRenderer
-    from pipeline.render.rgb import RGBRenderer
 
+    if rgb_renderer not in RGB_RENDERERS:
+        raise ValueError(f"rgb_renderer must be one of {RGB_RENDERERS}, got {rgb_renderer!r}")
     ctx = shared_context(resolution)
-    return Renderers(ctx, LayerRenderer(ctx, resolution, near=0.05, far=100.0), RGBRenderer(ctx, yfov_deg))
+    if rgb_renderer == "pyrender":
+        from pipeline.render.rgb import RGBRenderer
+
+        rgb = RGBRenderer(ctx, yfov_deg)
+    else:
+        from pipeline.render.rgb_atlas import AtlasRGBRenderer
+
+        rgb = AtlasRGBRenderer(ctx, resolution, yfov_deg, near=0.05, far=100.0)
+    return Renderers(ctx, LayerRenderer(ctx, resolution, near=0.05, far=100.0), rgb)
 
 

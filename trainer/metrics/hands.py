@@ -25,7 +25,7 @@ def detector_status() -> str | None:
         from google.protobuf import __version__ as pb
         from mediapipe.python.solutions import hands  # noqa: F401
     except Exception as e:  # noqa: BLE001
-        return f"MediaPipe is not installed or not usable ({type(e).__name__}); {INSTALL_HINT}"
+        return f"MediaPipe is not installed or not usable ({type(e).__name__}: {str(e)[:60]}); {INSTALL_HINT}"
     if int(pb.split(".")[0]) >= 5:
         return f"MediaPipe 0.10.21 needs protobuf < 5, this environment has {pb}; {INSTALL_HINT}"
     return None

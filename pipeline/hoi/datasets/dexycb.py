@@ -41,7 +41,7 @@ from PIL import Image
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
-from pipeline.hoi.background import masked_median as _masked_median  # moved there (shared)
+from pipeline.hoi.background import median_reference
 from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
 
 YCB_CLASSES = (
@@ -268,16 +268,7 @@ class DexYCBAdapter:
         ids = np.unique(np.linspace(0, n - 1, min(n, BACKGROUND_FRAMES)).round().astype(int))
         meta = self._meta(root, item)
         moving = [HAND_SEG, int(meta["ycb_ids"][int(meta["ycb_grasp_ind"])])]  # the hands and the grasped object
-        imgs = np.stack([self._image(folder, int(i)) for i in ids]).astype(np.float32)
-        bg_mask = np.stack([~np.isin(self._labels(folder, int(i))["seg"], moving) for i in ids])
-        med = _masked_median(imgs, np.broadcast_to(bg_mask[..., None], imgs.shape))
-        hole = np.isnan(med).any(axis=-1)
-        if hole.all():
-            med = np.median(imgs, axis=0)
-        elif hole.any():  # never seen uncovered: copy the nearest pixel that was
-            from scipy.ndimage import distance_transform_edt
-
-            _, (iy, ix) = distance_transform_edt(hole, return_indices=True)
-            med = med[iy, ix]
-        return np.clip(med + 0.5, 0, 255).astype(np.uint8)
+        imgs = np.stack([self._image(folder, int(i)) for i in ids])
+        keep = np.stack([~np.isin(self._labels(folder, int(i))["seg"], moving) for i in ids])
+        return median_reference(imgs, keep)
 

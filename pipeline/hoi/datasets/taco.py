@@ -65,6 +65,7 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
+from pipeline.hoi.background import median_reference
 from pipeline.hoi.torch_pickle import TensorUnpickler
 
 HANDS_DIR, OBJ_DIR, MODELS_DIR = "Hand_Poses", "Object_Poses", "Object_Models"
@@ -352,8 +353,6 @@ class TacoAdapter:
         """Median of ``BACKGROUND_FRAMES`` frames spread over the video, each pixel taken
         only from frames where it is away from the annotated objects (their projected
         vertices' boxes) and hands (``HAND_RADIUS_M`` around the wrist)."""
-        from pipeline.hoi.datasets.dexycb import _masked_median
-
         root = Path(root)
         seq, serial = item.locator.rsplit("/", 1)
         K, E, _ = self.camera(root, seq, serial)
@@ -361,7 +360,7 @@ class TacoAdapter:
         n = len(world["objects"]["tool"][1])
         ids = [int(i) for i in np.unique(np.linspace(0, n - 1, min(n, BACKGROUND_FRAMES)).round())]
         frames = read_video_frames(self._video(root, seq, serial), ids)
-        imgs = np.stack([frames[i] for i in ids]).astype(np.float32)
+        imgs = np.stack([frames[i] for i in ids])
         H, W = imgs.shape[1:3]
         keep = np.ones(imgs.shape[:3], bool)
         for k, i in enumerate(ids):
@@ -378,16 +377,7 @@ class TacoAdapter:
                     boxes.append((u - r, w - r, u + r, w + r))
             for x0, y0, x1, y1 in (b for b in boxes if b is not None):
                 keep[k, max(int(y0), 0):max(int(y1) + 1, 0), max(int(x0), 0):max(int(x1) + 1, 0)] = False
-        med = _masked_median(imgs, np.broadcast_to(keep[..., None], imgs.shape))
-        hole = np.isnan(med).any(axis=-1)
-        if hole.all():
-            med = np.median(imgs, axis=0)
-        elif hole.any():
-            from scipy.ndimage import distance_transform_edt
-
-            _, (iy, ix) = distance_transform_edt(hole, return_indices=True)
-            med = med[iy, ix]
-        return np.clip(med + 0.5, 0, 255).astype(np.uint8)
+        return median_reference(imgs, keep)
 
 
 def _project(K: np.ndarray, E: np.ndarray, pts: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.hoi.adapter import frame_windows
+from pipeline.hoi.background import masked_median as _masked_median
 from pipeline.hoi.crop import crop_box, crop_image, crop_intrinsics
-from pipeline.hoi.datasets.dexycb import _masked_median
 
 
 def test_frame_windows():

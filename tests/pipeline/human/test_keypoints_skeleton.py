@@ -28,7 +28,8 @@ def _openpose_file(path, pose, left=(), right=(), extra_people=()):
 
 
 def test_keypoint_order_is_body25_then_left_then_right_hand():
-    assert N_HUMAN_KEYPOINTS == 67 and HUMAN_KEYPOINT_NAMES[8] == "MidHip" and HUMAN_KEYPOINT_NAMES[24] == "RHeel"
+    assert N_HUMAN_KEYPOINTS == 67
+    assert HUMAN_KEYPOINT_NAMES[8] == "MidHip" and HUMAN_KEYPOINT_NAMES[24] == "RHeel"
     assert HUMAN_KEYPOINT_NAMES[25] == "LHandWrist" and HUMAN_KEYPOINT_NAMES[29] == "LHandThumb4"
     assert HUMAN_KEYPOINT_NAMES[46] == "RHandWrist" and HUMAN_KEYPOINT_NAMES[66] == "RHandPinky4"
 
@@ -54,7 +55,7 @@ def test_coco18_file_maps_by_name_and_derives_midhip(tmp_path):
     kp = read_openpose_json(_openpose_file(tmp_path / "c.json", coco.ravel()))
     for i, name in enumerate(COCO_18_NAMES):
         np.testing.assert_allclose(kp[B[name]], coco[i])
-    np.testing.assert_allclose(kp[B["MidHip"], :2], (coco[8, :2] + coco[11, :2]) / 2)  # RHip=8, LHip=11 in COCO
+    np.testing.assert_allclose(kp[B["MidHip"], :2], (coco[8, :2] + coco[11, :2]) / 2)  # COCO RHip 8, LHip 11
     assert (kp[B["LBigToe"]:25, 2] == 0).all()  # COCO has no feet
 
 
@@ -65,7 +66,8 @@ def test_main_person_is_the_most_confident_and_bad_files_fail(tmp_path):
     assert kp[0, 0] == 50.0
     (tmp_path / "empty.json").write_text(json.dumps({"version": 1.3, "people": []}))
     assert read_openpose_json(tmp_path / "empty.json").sum() == 0
-    (tmp_path / "bad.json").write_text(json.dumps({"version": 1.3, "people": [{"pose_keypoints_2d": [1, 2]}]}))
+    bad = {"version": 1.3, "people": [{"pose_keypoints_2d": [1, 2]}]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(StepFailed, match="neither BODY_25"):
         read_openpose_json(tmp_path / "bad.json")
 

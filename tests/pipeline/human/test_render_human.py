@@ -126,3 +126,25 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(UserError, match=r"\[human\]") as e:
         build_job(tmp_path, tmp_path / "o.zarr", cfg)
     assert "\n" not in str(e.value) and not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["render-human", "--root", "{tmp}/missing"], "is not a folder"),
+    (["render-human", "--root", "{tmp}", "--frames", "0"], "--frames must be >= 1"),
+    (["render-human", "--root", "{tmp}"], "no videos under"),
+    (["make-demo-human", "{tmp}"], "not empty"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "something").write_text("x")
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, "cli.py", *[a.format(tmp=tmp_path) for a in args],
+                           "--out" if args[0] == "render-human" else "--frames",
+                           str(tmp_path / "o.zarr") if args[0] == "render-human" else "4"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "o.zarr").exists()
