@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.split import SPLIT_BY, TEST_FRACTION, check_split, official_is_test, held_out_keys
+from schemas.split import SPLIT_BY, TEST_FRACTION, check_split, held_out_keys, official_is_test
 from schemas.store import ARRAYS, SchemaError, StoreLayout
 
 # Stores use numcodecs' Delta filter through zarr-python (lossless, 2x smaller images); zarr warns

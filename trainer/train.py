@@ -122,6 +122,10 @@ def build_for_stage(cfg: TrainConfig, stage: str, init: str | None, log=print,
         ckpt = load_checkpoint(init)
         if ckpt["stage"] != "stage1":
             raise UserError(f"--init {init} is a {ckpt['stage']} checkpoint; stage 2 starts from a stage-1 one")
+        init_skeleton = bool(ckpt["config"].get("use_skeleton", False))
+        if init_skeleton != cfg.use_skeleton:  # G_1 exists in one model and not in the other
+            raise UserError(f"--init {init} was trained with use_skeleton={str(init_skeleton).lower()}; "
+                            f"set the same (--set use_skeleton={str(init_skeleton).lower()})")
         # the checkpoint carries its architecture: the original SD1.5 folder is not needed
         model = build_from_architecture(cfg, "stage1", ckpt["arch"]) if ckpt.get("arch") else build_model(cfg)
         used_ema = load_model_weights(model, ckpt)

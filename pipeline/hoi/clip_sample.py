@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from pipeline import crop
 from pipeline.hands.model import GL_FROM_CV, HandModel, cv_to_gl
-from pipeline.hoi import crop
 from pipeline.hoi.adapter import ClipData
 from pipeline.mesh_io import CanonicalObject
 from pipeline.object_refs import object_points, reference_views

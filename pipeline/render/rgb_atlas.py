@@ -33,7 +33,7 @@ from pipeline.render.cameras import intrinsics
 from pipeline.render.layers import pack_rects, pixel_rect, projected_bounds, window_projection
 from pipeline.render.pbr_material import BLEND, MASK, TEXTURE_SLOTS, primitive_of
 from pipeline.render.rgb import AMBIENT, LIGHTS, composite_premultiplied
-from pipeline.render.shaders_pbr import FRAG, VERT
+from pipeline.render.shaders_pbr import VERT, fragment_source
 
 MSAA_SAMPLES = 4  # as pyrender's offscreen renderer
 
@@ -77,7 +77,8 @@ class AtlasRGBRenderer:
         self._fbos = None
         self.last_alpha = None
         self.context.make_current()
-        self._program, self._loc = _compile()
+        self._programs = {mask: _compile(mask) for mask in (False, True)}  # (program, uniform locations)
+        self._loc = self._programs[False][1]
 
     # -- object ---------------------------------------------------------------------------
     def set_object(self, scene, to_canonical: np.ndarray) -> int:
@@ -214,7 +215,6 @@ class AtlasRGBRenderer:
         GL.glScissor(0, FH - H, W, H)
         GL.glClearBufferfv(GL.GL_COLOR, 0, (0.0, 0.0, 0.0, 0.0))
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (1.0,))
-        GL.glUseProgram(self._program)
         tiles = []
         for view, (x0, y0, w, h), (ax, ay) in items:
             mvs = [view @ inst.model for inst in self._instances]
@@ -254,13 +254,16 @@ class AtlasRGBRenderer:
         from OpenGL import GL
 
         p = self._prims[prim_index]
-        m, loc = p.material, self._loc
+        program, loc = self._programs[p.material.alpha_mode == MASK]
+        GL.glUseProgram(program)
+        self._loc = loc
+        m = p.material
         GL.glUniform4f(loc["base_color_factor"], *m.base_color.astype(np.float32))
         GL.glUniform1f(loc["metallic_factor"], m.metallic)
         GL.glUniform1f(loc["roughness_factor"], m.roughness)
         GL.glUniform3f(loc["emissive_factor"], *m.emissive.astype(np.float32))
         GL.glUniform1i(loc["alpha_mode"], m.alpha_mode)
-        GL.glUniform1f(loc["alpha_cutoff"], m.alpha_cutoff if m.alpha_mode == MASK else 0.0)
+        GL.glUniform1f(loc["alpha_cutoff"], m.alpha_cutoff)
         GL.glUniform1i(loc["double_sided"], int(m.double_sided))
         for unit, slot in enumerate(TEXTURE_SLOTS):
             GL.glUniform1i(loc[f"has_{slot}"], int(slot in p.textures))
@@ -290,12 +293,14 @@ class AtlasRGBRenderer:
         GL.glDrawElements(GL.GL_TRIANGLES, 3 * n, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
 
 
-def _compile():
+def _compile(alpha_mask: bool):
+    """(program, uniform locations) of the PBR shader; ``alpha_mask``: the variant that discards."""
     from OpenGL import GL
     from OpenGL.GL import shaders
 
-    prog = shaders.compileProgram(shaders.compileShader(VERT, GL.GL_VERTEX_SHADER),
-                                  shaders.compileShader(FRAG, GL.GL_FRAGMENT_SHADER), validate=False)
+    prog = shaders.compileProgram(
+        shaders.compileShader(VERT, GL.GL_VERTEX_SHADER),
+        shaders.compileShader(fragment_source(len(LIGHTS), alpha_mask), GL.GL_FRAGMENT_SHADER), validate=False)
     names = ["modelview", "normal_matrix", "projection", "base_color_factor", "metallic_factor",
              "roughness_factor", "emissive_factor", "alpha_mode", "alpha_cutoff", "double_sided"]
     names += [f"has_{s}" for s in TEXTURE_SLOTS]
@@ -307,7 +312,6 @@ def _compile():
     GL.glUniform3fv(GL.glGetUniformLocation(prog, "light_dir"), len(LIGHTS), dirs)
     GL.glUniform1fv(GL.glGetUniformLocation(prog, "light_intensity"), len(LIGHTS),
                     np.array([i for _, i in LIGHTS], np.float32))
-    GL.glUniform1i(GL.glGetUniformLocation(prog, "n_lights"), len(LIGHTS))
     GL.glUniform1f(GL.glGetUniformLocation(prog, "ambient"), AMBIENT)
     GL.glUseProgram(0)
     return prog, loc

@@ -63,6 +63,7 @@ def main(out_dir: Path) -> dict:
     starts = [p.name for p in chaos.glob("*.start")]
     return {"keys": [reader.key(i) for i in range(len(reader))], "items": [i.key for i in job.items],
             "ok": summary.items_ok, "failed": summary.items_failed, "killed": killed,
+            "failures": [{k: f.get(k) for k in ("key", "stage", "reason", "detail")} for f in summary.failures],
             "nodes": sorted({s.split(".")[1] for s in starts}), "second": second.node_id, "starts": starts}
 
 

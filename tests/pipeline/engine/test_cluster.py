@@ -28,5 +28,5 @@ def test_a_node_killed_mid_run_loses_nothing(tmp_path):
     redone = [s for s in r["starts"] if s.startswith(r["killed"]["item"] + ".")]
     assert {s.split(".")[1] for s in redone} == set(r["nodes"])  # ... and that item was redone on the survivor
     # the store ends with every object exactly once, none failed
-    assert (r["ok"], r["failed"]) == (len(r["items"]), 0)
+    assert (r["ok"], r["failed"]) == (len(r["items"]), 0), r["failures"]
     assert Counter(r["keys"]) == Counter(r["items"])
