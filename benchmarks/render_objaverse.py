@@ -1,18 +1,24 @@
 """Objaverse rendering: this pipeline vs a plain pyrender baseline, side by side in one run.
 
-    python benchmarks/render_objaverse.py [--frames 24] [--resolution 512] [--objects 10]
+    LP_NUM_THREADS=1 python benchmarks/render_objaverse.py [--frames 24] [--resolution 512]
+        [--repeats 3] [--objects 24] [--jobs 3] [--sheet out/rgb_atlas_vs_pyrender.png]
 
-Measures, on the built-in demo objects (copied to reach --objects):
-  * seconds per object in one process: this pipeline (one EGL context, scene built once
-    per object, all T object-layer maps in one atlas pass) vs the plain way (a new
-    pyrender scene per render, default 4x MSAA; normals by a normal-coloured flat-shaded
-    mesh, depth from pyrender's depth buffer) -- same outputs: T RGB frames, T normal and
-    depth maps, six reference views;
-  * renders per second (images produced / s);
-  * bytes per sample on disk, from a real store written by the runner;
-  * the whole job with 1 and 2 Ray workers: wall time (start-up included) and steady-state
-    objects/s (between the first and the last finished shard), and both speed-ups.
-Reports medians; machines are noisy, so read the ratios.
+On the built-in demo objects (copied to reach --objects), in one run:
+  1. seconds per object in one process, interleaved per object (so all see the same load):
+     * this pipeline (``--rgb-renderer atlas``): RGB frames and reference views drawn by the
+       project's PBR shader as tiles of one MSAA atlas pass each, layer maps in one pass;
+     * the same pipeline with ``--rgb-renderer pyrender`` (one pyrender render per image);
+     * the plain way: a new pyrender scene per render, default 4x MSAA; normals by a
+       normal-coloured flat-shaded mesh, depth from pyrender's depth buffer;
+     all three produce T RGB frames, T normal and depth maps, six reference views.
+  2. agreement of the atlas RGB with pyrender's (same object, poses, lights, background):
+     PSNR and SSIM per demo object (frames and reference views), and a contact sheet
+     (per object: pyrender row above atlas row; frames 0, T/2, T-1 and the front view);
+  3. Ray jobs with 1 and 2 workers, alternated and repeated (--jobs): wall time and steady
+     objects/s (between the first and the last finished shard: start-up excluded) as
+     median [min - max], and the per-stage seconds of an object inside a job, read from
+     the shard markers (each item's ``timings``: what a user reads to find slow objects).
+Medians throughout; the load average is printed with the figures (the machine is shared).
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("LP_NUM_THREADS", "1")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 from pipeline.render import egl  # noqa: E402, F401
 from schemas.config import RenderConfig  # noqa: E402
+
+STAGES = ("fetch", "load", "normalise", "references", "points", "trajectory", "render_layers", "render_rgb",
+          "write")
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:
@@ -47,42 +58,22 @@ def demo_meshes(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def pipeline_seconds(paths, cfg) -> list[float]:
+def pipeline_seconds(path: Path, cfg, rgb_renderer: str) -> float:
+    """One object through load + render_object (what a worker does), with this RGB renderer."""
     from pipeline.mesh_io import load_object
     from pipeline.objaverse.sample import render_object
     from pipeline.render.workers import worker_renderers
 
-    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg)
-    times = []
-    for p in paths:
-        t0 = time.perf_counter()
-        render_object(load_object(p.stem, p, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px), cfg, renderers)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def interleaved_seconds(paths, cfg, repeats: int) -> tuple[list[float], list[float]]:
-    """Per object and repeat, this pipeline then the baseline, so both see the same machine load."""
-    ours, base = [], []
-    for _ in range(repeats):
-        for p in paths:
-            ours += pipeline_seconds([p], cfg)
-            base += baseline_seconds([p], cfg)
-    return ours, base
+    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg, rgb_renderer)
+    t0 = time.perf_counter()
+    render_object(load_object(path.stem, path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px), cfg, renderers)
+    return time.perf_counter() - t0
 
 
 _BASELINE = {}
 
 
-def _baseline_renderer(resolution):
-    import pyrender
-
-    if resolution not in _BASELINE:
-        _BASELINE[resolution] = pyrender.OffscreenRenderer(resolution, resolution)
-    return _BASELINE[resolution]
-
-
-def baseline_seconds(paths, cfg) -> list[float]:
+def baseline_seconds(p: Path, cfg) -> float:
     """The plain way: every image is its own pyrender scene and render."""
     import pyrender
     import trimesh
@@ -92,55 +83,98 @@ def baseline_seconds(paths, cfg) -> list[float]:
     from pipeline.seeding import sample_rng
     from schemas import REF_VIEW_NAMES
 
-    r = _baseline_renderer(cfg.resolution)
+    if cfg.resolution not in _BASELINE:
+        _BASELINE[cfg.resolution] = pyrender.OffscreenRenderer(cfg.resolution, cfg.resolution)
+    r = _BASELINE[cfg.resolution]  # never deleted: delete() terminates the EGL display every context shares
     cam = pyrender.PerspectiveCamera(yfov=np.radians(cfg.yfov_deg))
     cam_pose = look_at((0, 0, cfg.cam_distance))
-    times = []
-    for p in paths:
-        t0 = time.perf_counter()
-        tm = trimesh.load_scene(str(p))
-        lo, hi = tm.bounds
-        centre = (lo + hi) / 2
-        scale = 0.5 / np.linalg.norm(tm.to_mesh().vertices - centre, axis=1).max()
-        norm = np.diag([scale, scale, scale, 1.0])
-        norm[:3, 3] = -centre * scale
-        flat = tm.to_mesh()
-        flat.apply_transform(norm)
-        q, t = trajectory.simulate(sample_rng(0, p.stem, 0, "trajectory"), cfg.frames, cfg.yfov_deg,
-                                   cfg.cam_distance, cfg.max_rotation_deg)
+    t0 = time.perf_counter()
+    tm = trimesh.load_scene(str(p))
+    lo, hi = tm.bounds
+    centre = (lo + hi) / 2
+    scale = 0.5 / np.linalg.norm(tm.to_mesh().vertices - centre, axis=1).max()
+    norm = np.diag([scale, scale, scale, 1.0])
+    norm[:3, 3] = -centre * scale
+    flat = tm.to_mesh()
+    flat.apply_transform(norm)
+    q, t = trajectory.simulate(sample_rng(0, p.stem, 0, "trajectory"), cfg.frames, cfg.yfov_deg,
+                               cfg.cam_distance, cfg.max_rotation_deg)
 
-        def scene_with(mesh_nodes, pose, camera_pose):
-            s = pyrender.Scene(ambient_light=[0.35] * 3, bg_color=[0, 0, 0, 0])
-            for m, local in mesh_nodes:
-                s.add(m, pose=pose @ local)
-            s.add(cam, pose=camera_pose)
-            s.add(pyrender.DirectionalLight(intensity=2.5), pose=camera_pose)
-            return s
+    def scene_with(mesh_nodes, pose, camera_pose):
+        s = pyrender.Scene(ambient_light=[0.35] * 3, bg_color=[0, 0, 0, 0])
+        for m, local in mesh_nodes:
+            s.add(m, pose=pose @ local)
+        s.add(cam, pose=camera_pose)
+        s.add(pyrender.DirectionalLight(intensity=2.5), pose=camera_pose)
+        return s
 
-        rgb_nodes = [(pyrender.Mesh.from_trimesh(g), norm @ tm.graph[n][0]) for n in tm.graph.nodes_geometry
-                     for g in [tm.geometry[tm.graph[n][1]]]]
-        for pose in trajectory.object_poses(q, t):
-            r.render(scene_with(rgb_nodes, pose, cam_pose))  # RGB
-            world = flat.copy()
-            world.apply_transform(pose)
-            cam_normals = world.vertex_normals @ np.linalg.inv(cam_pose)[:3, :3].T
-            colored = trimesh.Trimesh(world.vertices, world.faces, vertex_colors=((cam_normals + 1) / 2 * 255).astype(np.uint8),
-                                      process=False)
-            r.render(scene_with([(pyrender.Mesh.from_trimesh(colored), np.eye(4))], np.eye(4), cam_pose),
-                     flags=pyrender.RenderFlags.FLAT)  # normals + depth
-        for view in reference_view_poses(cfg.cam_distance, REF_VIEW_NAMES):
-            r.render(scene_with(rgb_nodes, np.eye(4), view))
-        times.append(time.perf_counter() - t0)
-    # no r.delete(): it would terminate the EGL display that every context of this process shares
+    rgb_nodes = [(pyrender.Mesh.from_trimesh(g), norm @ tm.graph[n][0]) for n in tm.graph.nodes_geometry
+                 for g in [tm.geometry[tm.graph[n][1]]]]
+    for pose in trajectory.object_poses(q, t):
+        r.render(scene_with(rgb_nodes, pose, cam_pose))  # RGB
+        world = flat.copy()
+        world.apply_transform(pose)
+        cam_normals = world.vertex_normals @ np.linalg.inv(cam_pose)[:3, :3].T
+        colored = trimesh.Trimesh(world.vertices, world.faces, process=False,
+                                  vertex_colors=((cam_normals + 1) / 2 * 255).astype(np.uint8))
+        r.render(scene_with([(pyrender.Mesh.from_trimesh(colored), np.eye(4))], np.eye(4), cam_pose),
+                 flags=pyrender.RenderFlags.FLAT)  # normals + depth
+    for view in reference_view_poses(cfg.cam_distance, REF_VIEW_NAMES):
+        r.render(scene_with(rgb_nodes, np.eye(4), view))
+    return time.perf_counter() - t0
+
+
+def interleaved_seconds(paths, cfg, repeats: int) -> dict[str, list[float]]:
+    """Per repeat and object the three methods back to back (order rotated per object)."""
+    runs = {
+        "atlas": lambda p: pipeline_seconds(p, cfg, "atlas"),
+        "pyrender": lambda p: pipeline_seconds(p, cfg, "pyrender"),
+        "baseline": lambda p: baseline_seconds(p, cfg),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():  # warm-up: contexts, shader compiles, imports
+        fn(paths[0])
+    names = list(runs)
+    for rep in range(repeats):
+        for j, p in enumerate(paths):
+            for k in range(3):
+                name = names[(rep + j + k) % 3]
+                times[name].append(runs[name](p))
+        print(f"  one process: repeat {rep + 1}/{repeats} done", flush=True)
     return times
 
 
-def job_seconds(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, int]:
-    """(whole-job wall seconds, steady-state objects/s, samples). Steady state = objects
-    finished after the first one, over the time between the first and the last marker
-    (excludes worker start-up: imports, EGL context creation)."""
-    import json
+def agreement(paths, cfg, sheet: Path | None) -> list[tuple[str, float, float, float, float]]:
+    """(object, PSNR frames, SSIM frames, PSNR refs, SSIM refs) of atlas vs pyrender RGB."""
+    from pipeline.mesh_io import load_object
+    from pipeline.objaverse.sample import render_object
+    from pipeline.render.image_metrics import psnr, ssim
+    from pipeline.render.workers import worker_renderers
 
+    rows, strips = [], []
+    for p in paths:
+        obj = load_object(p.stem, p, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px)
+        s = {k: render_object(obj, cfg, worker_renderers(cfg.resolution, cfg.yfov_deg, k))[0]
+             for k in ("pyrender", "atlas")}
+        a, b = s["atlas"], s["pyrender"]
+        np.testing.assert_array_equal(a["mlo_depth"], b["mlo_depth"])  # geometry layers do not depend on RGB
+        rows.append((p.stem, psnr(a["rgb"], b["rgb"]), ssim(a["rgb"], b["rgb"]),
+                     psnr(a["ref_views"], b["ref_views"]), ssim(a["ref_views"], b["ref_views"])))
+        T = cfg.frames
+        for x in (b, a):
+            strips.append(np.concatenate([x["rgb"][0], x["rgb"][T // 2], x["rgb"][T - 1], x["ref_views"][0]], 1))
+    if sheet is not None:
+        from PIL import Image
+
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(strips, 0)).save(sheet)
+    return rows
+
+
+def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, int, list[dict]]:
+    """(whole-job wall seconds, steady objects/s, samples, item records). Steady state =
+    objects finished after the first ``workers`` ones, over the time between the first and
+    the last marker (excludes worker start-up: imports, EGL context creation)."""
     import ray
 
     from pipeline.engine import runner, shard_writer
@@ -154,45 +188,94 @@ def job_seconds(folder: Path, out: Path, cfg, workers: int) -> tuple[float, floa
     summary = runner.run(job, workers=workers, progress=False, overwrite=True)
     wall = time.perf_counter() - t0
     ray.shutdown()
-    ends = sorted(json.loads(shard_writer.marker_path(out, k).read_text())["finished"]
-                  for k in shard_writer.completed_shards(out))
+    markers = shard_writer.read_markers(out)
+    ends = sorted(m["finished"] for m in markers)
     steady = (len(ends) - workers) / (ends[-1] - ends[workers - 1]) if len(ends) > workers else float("nan")
-    return wall, steady, summary.samples_ok
+    records = [r for m in markers for r in m["items"] if r["ok"]]
+    return wall, steady, summary.samples_ok, records
+
+
+def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(xs))} [{fmt.format(min(xs))} - {fmt.format(max(xs))}]"
+
+
+def stage_table(records: list[dict]) -> list[tuple[str, float, float]]:
+    """(stage, median seconds per object, share of the item's seconds) over item records."""
+    rows = []
+    total = statistics.median(r["seconds"] for r in records)
+    for st in STAGES:
+        xs = [r.get("timings", {}).get(st, 0.0) for r in records]
+        rows.append((st, statistics.median(xs), statistics.median(xs) / total))
+    other = [r["seconds"] - sum(r.get("timings", {}).values()) for r in records]
+    rows.append(("other (in the task)", statistics.median(other), statistics.median(other) / total))
+    rows.append(("item total (record seconds)", total, 1.0))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--resolution", type=int, default=512)
-    ap.add_argument("--objects", type=int, default=40, help="objects in the 1 vs 2 worker jobs")
-    ap.add_argument("--repeats", type=int, default=2, help="repeats of the 5 demo objects, one process")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the 5 demo objects, one process")
+    ap.add_argument("--objects", type=int, default=24, help="objects per Ray job")
+    ap.add_argument("--jobs", type=int, default=3, help="repeats of the 1- and 2-worker jobs (alternated)")
+    ap.add_argument("--sheet", type=Path, default=Path("out/rgb_atlas_vs_pyrender.png"), help="contact sheet PNG")
     args = ap.parse_args()
     cfg = RenderConfig(frames=args.frames, resolution=args.resolution, samples_per_shard=1).validate()
     tmp = Path(tempfile.mkdtemp(prefix="bench-objaverse-"))
+    t_start = time.time()
     try:
-        paths = demo_meshes(tmp, args.objects)
-        ours, base = interleaved_seconds(paths[:5], cfg, args.repeats)
-        images = 3 * cfg.frames + 6  # rgb + normal + depth per frame, six reference views
+        paths = demo_meshes(tmp, max(args.objects, 5))
+        print(f"agreement atlas vs pyrender on the 5 demo objects (T={cfg.frames}, R={cfg.resolution}) ...", flush=True)
+        agree = agreement(paths[:5], cfg, args.sheet)
+        print("one process, interleaved ...", flush=True)
+        load_1 = os.getloadavg()
+        times = interleaved_seconds(paths[:5], cfg, args.repeats)
         from pipeline.engine.shard_writer import store_bytes
 
-        w1, r1, n1 = job_seconds(tmp / "objects", tmp / "w1.zarr", cfg, 1)
-        w2, r2, n2 = job_seconds(tmp / "objects", tmp / "w2.zarr", cfg, 2)
-        per_sample = store_bytes(tmp / "w2.zarr") / max(n2, 1)
+        jobs: dict[int, list] = {1: [], 2: []}
+        for rep in range(args.jobs):
+            for w in (1, 2) if rep % 2 == 0 else (2, 1):
+                jobs[w].append(job_run(tmp / "objects", tmp / f"w{w}.zarr", cfg, w))
+                print(f"  job {rep + 1}/{args.jobs}, {w} worker(s): {jobs[w][-1][0]:.1f} s", flush=True)
+        per_sample = store_bytes(tmp / "w2.zarr") / max(jobs[2][-1][2], 1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    mo, mb = statistics.median(ours), statistics.median(base)
-    print(f"\nrender-objaverse benchmark: 5 demo objects x {args.repeats} (one process), {args.objects} objects "
-          f"(Ray jobs), T={cfg.frames}, R={cfg.resolution}, "
-          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS')}, renderer: {renderer_name()}")
-    print(f"{'':34}{'this pipeline':>16}{'plain pyrender':>16}{'ratio':>9}")
-    print(f"{'s/object, 1 process (median)':34}{mo:>16.2f}{mb:>16.2f}{mb / mo:>8.2f}x")
-    print(f"{'renders/s':34}{images / mo:>16.1f}{images / mb:>16.1f}{mb / mo:>8.2f}x")
-    print(f"{'bytes/sample on disk':34}{per_sample / 2**20:>12.2f} MiB{'-':>16}")
-    print(f"{'job wall, 1 worker':34}{w1:>14.1f} s  ({n1} samples)")
-    print(f"{'job wall, 2 workers':34}{w2:>14.1f} s  ({n2} samples)")
-    print(f"{'steady objects/s, 1 / 2 workers':34}{r1:>14.2f}  / {r2:.2f}")
-    print(f"{'speed-up 1 -> 2 workers, job wall':34}{w1 / w2:>15.2f}x")
-    print(f"{'speed-up 1 -> 2 workers, steady':34}{r2 / r1:>15.2f}x")
+    load_2 = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nrender-objaverse benchmark: T={cfg.frames}, R={cfg.resolution}, LP_NUM_THREADS="
+          f"{os.environ.get('LP_NUM_THREADS')}, renderer: {renderer_name()}, {os.cpu_count()} CPUs, "
+          f"load average {load_1[0]:.1f} (start) / {load_2[0]:.1f} (end), {time.time() - t_start:.0f} s")
+    print(f"\n1. one process, 5 demo objects x {args.repeats}, interleaved: seconds per object, median [min - max]")
+    for k, label in (("atlas", "this pipeline (--rgb-renderer atlas)"), ("pyrender", "this pipeline, --rgb-renderer "
+                     "pyrender"), ("baseline", "plain pyrender baseline")):
+        print(f"   {label:40}{spread(times[k]):>24}   baseline / this = {med['baseline'] / med[k]:.2f}x")
+    images = 3 * cfg.frames + 6
+    print(f"   renders/s (rgb + normal + depth per frame, 6 views): atlas {images / med['atlas']:.1f}, "
+          f"baseline {images / med['baseline']:.1f}")
+    per_obj = [b / a for a, b in zip(times["atlas"], times["baseline"], strict=True)]
+    print(f"   per-object ratio baseline/atlas (paired runs): median {spread(per_obj)}")
+    print(f"\n2. atlas vs pyrender RGB (contact sheet: {args.sheet}; per object pyrender row above atlas row)")
+    print(f"   {'object':36}{'PSNR frames':>12}{'SSIM frames':>12}{'PSNR refs':>11}{'SSIM refs':>11}")
+    for name, pf, sf, pr, sr in agree:
+        print(f"   {name:36}{pf:>10.1f}dB{sf:>12.4f}{pr:>9.1f}dB{sr:>11.4f}")
+    print(f"\n3. Ray jobs, {args.objects} objects, {args.jobs} jobs each, median [min - max]")
+    wall = {w: [j[0] for j in jobs[w]] for w in (1, 2)}
+    rate = {w: [j[1] for j in jobs[w]] for w in (1, 2)}
+    print(f"   job wall, 1 worker   {spread(wall[1], '{:.1f}')} s")
+    print(f"   job wall, 2 workers  {spread(wall[2], '{:.1f}')} s")
+    print(f"   steady objects/s     1 worker {spread(rate[1])}, 2 workers {spread(rate[2])}")
+    print(f"   steady s/object per worker: 1 worker {spread([1 / r for r in rate[1]])}, "
+          f"2 workers {spread([2 / r for r in rate[2]])}")
+    print(f"   speed-up 1 -> 2 workers: job wall {statistics.median(wall[1]) / statistics.median(wall[2]):.2f}x, "
+          f"steady {statistics.median(rate[2]) / statistics.median(rate[1]):.2f}x")
+    print(f"   bytes/sample on disk {per_sample / 2**20:.2f} MiB")
+    for w in (1, 2):
+        recs = [r for j in jobs[w] for r in j[3]]
+        print(f"\n   per-stage seconds of an object inside a job, {w} worker(s) ({len(recs)} items; shard markers)")
+        for st, sec, share in stage_table(recs):
+            print(f"     {st:32}{sec:>8.3f} s {100 * share:>6.1f} %")
+    print(f"\n   one process for comparison: {med['atlas']:.3f} s/object (includes load + normalise, no write)")
 
 
 def renderer_name() -> str:
