@@ -6,10 +6,14 @@
     python cli.py make-demo-hoi /tmp/dex24 --frames 24
     python cli.py render-hoi dexycb --root /tmp/dex24 --hand-model stand-in --out /tmp/bench_hoi.zarr --frames 24
     python benchmarks/train_step.py --store /tmp/bench.zarr --store /tmp/bench_hoi.zarr
+    python benchmarks/train_step.py --store /tmp/bench_hoi.zarr --loader-only --dense   # the dense path
 
 Rows:
   * loader: clips/s of T-frame windows (stage-2 items) through the DataLoader with N spawned
-    workers, after the first batch (worker start-up excluded). Target here: >= 2 clips/s of 24 x 512^2.
+    workers, after the first batch (worker start-up excluded): the median of --repeats runs and
+    each run, and the bytes moved per clip. Target: >= 4 clips/s of 24 x 512^2 13-layer HOI clips
+    with 2 workers. Layer maps move as bounding-box crops (trainer.compact); --dense moves them
+    dense (the earlier path), --codec-pipeline zarrs decodes with the optional Rust pipeline.
   * tiny stage1 / stage2 step: one optimiser step of the tiny preset on CPU (data already loaded).
   * sd15 stage1 (batch 4) / stage2 (24 frames) at 512^2, bf16 + gradient checkpointing: only with a
     CUDA GPU (targets on 80 GB: stage 1 >= 2 it/s under 40 GB; stage 2 <= 1.5 s/it under 60 GB).
@@ -30,25 +34,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.store import N_LAYERS  # noqa: E402
 from trainer import train as T  # noqa: E402
+from trainer.compact import batch_bytes  # noqa: E402
 from trainer.conditions import collate  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.data import MixedStores, make_loader  # noqa: E402
+from trainer.data import CODEC_PIPELINES, MixedStores, make_loader  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 
 
-def bench_loader(store: str, workers: int, frames: int, clips: int) -> dict:
+def bench_loader(store: str, workers: int, frames: int, clips: int, repeats: int = 3, compact: bool = True,
+                 codec_pipeline: str = "zarr") -> dict:
+    """clips/s of the DataLoader: ``repeats`` runs of ``clips`` clips after a warm-up batch; the median
+    and the range of the runs, and the bytes a worker moves per clip (the collated batch's tensors)."""
     cfg = load_config("sd15", overrides=dict(stores=[store], frames=frames, num_workers=workers))
     ds = MixedStores(cfg.stores, cfg, frames=frames)
     res = ds.readers[0].layout.resolution
-    it = iter(make_loader(ds, 1, num_workers=workers))
+    it = iter(make_loader(ds, 1, num_workers=workers, compact=compact, codec_pipeline=codec_pipeline))
     next(it)  # worker start-up (spawn + imports) is not throughput
-    t0 = time.perf_counter()
-    for _ in range(clips):
-        b = next(it)
-    dt = time.perf_counter() - t0
-    mb = sum(v.numel() * v.element_size() for v in b.values()) / 2**20
-    return {"row": f"loader ({workers} workers, {frames}x{res}^2, {ds.readers[0].layout.kind})",
-            "value": f"{clips / dt:.2f} clips/s", "note": f"{mb:.0f} MB/clip moved (compact layers)"}
+    rates, moved = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(clips):
+            moved.append(batch_bytes(next(it)))
+        rates.append(clips / (time.perf_counter() - t0))
+    how = "boxes" if compact else "dense"
+    return {"row": f"loader ({workers} workers, {frames}x{res}^2, {ds.readers[0].layout.kind}, {how}, "
+                   f"{codec_pipeline})",
+            "value": f"{np.median(rates):.2f} clips/s",
+            "note": f"runs {' '.join(f'{r:.2f}' for r in rates)}; {np.median(moved) / 2**20:.0f} MB/clip moved"}
 
 
 def synthetic_batch(b: int, f: int, r: int, seed: int = 0) -> dict:
@@ -107,29 +119,42 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="loader runs of --clips clips (median and range)")
+    ap.add_argument("--dense", action="store_true", help="move dense layer maps (the path before boxes)")
+    ap.add_argument("--codec-pipeline", choices=CODEC_PIPELINES, default="zarr",
+                    help="zarr-python's codec pipeline or the Rust one of the optional 'zarrs' package")
+    ap.add_argument("--loader-only", action="store_true", help="skip the step rows")
     args = ap.parse_args()
     rows = []
     for store in args.store or ["/tmp/bench.zarr"]:
         if (Path(store) / "zarr.json").exists():
-            rows.append(bench_loader(store, args.workers, args.frames, args.clips))
+            rows.append(bench_loader(store, args.workers, args.frames, args.clips, args.repeats, not args.dense,
+                                     args.codec_pipeline))
         else:
             rows.append({"row": "loader", "value": "skipped", "note": f"no store at {store} (see docstring)"})
-    cpu = torch.device("cpu")
-    rows.append(bench_step("tiny", "stage1", cpu, args.steps))
-    rows.append(bench_step("tiny", "stage2", cpu, args.steps))
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        rows.append(bench_step("sd15", "stage1", gpu, args.steps))
-        rows.append(bench_step("sd15", "stage2", gpu, args.steps))
-    else:
-        for stage, shape in (("stage1", "batch 4"), ("stage2", "24 frames")):
-            rows.append({"row": f"sd15 {stage} step ({shape}, 512^2)", "value": "not measured", "note": "no CUDA GPU"})
+    if not args.loader_only:
+        rows.extend(step_rows(args.steps))
     w = max(len(r["row"]) for r in rows)
     v = max(len(r["value"]) for r in rows)
     print(f"{'benchmark':<{w}}  {'result':<{v}}  note")
     print("-" * (w + v + 30))
     for r in rows:
         print(f"{r['row']:<{w}}  {r['value']:<{v}}  {r['note']}")
+
+
+def step_rows(steps: int) -> list[dict]:
+    rows = []
+    cpu = torch.device("cpu")
+    rows.append(bench_step("tiny", "stage1", cpu, steps))
+    rows.append(bench_step("tiny", "stage2", cpu, steps))
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        rows.append(bench_step("sd15", "stage1", gpu, steps))
+        rows.append(bench_step("sd15", "stage2", gpu, steps))
+    else:
+        for stage, shape in (("stage1", "batch 4"), ("stage2", "24 frames")):
+            rows.append({"row": f"sd15 {stage} step ({shape}, 512^2)", "value": "not measured", "note": "no CUDA GPU"})
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from schemas.split import SPLIT_BY, TEST_FRACTION, check_split, held_out_keys, official_is_test
 from schemas.store import ARRAYS, SchemaError, StoreLayout
-
-# Stores use numcodecs' Delta filter through zarr-python (lossless, 2x smaller images); zarr warns
-# that it is outside the v3 spec on every open. That is known and documented; keep logs clean.
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
 
 SHARDS_DIR = "_shards"
 # arrays whose first per-sample axis is time (T): ``frames=`` selects on it

@@ -15,8 +15,10 @@ Coordinate conventions (all arrays):
 
 Layers have a fixed semantic order (``LAYER_NAMES``). A store records which layers it
 carries (``layers`` attribute, a subset of ``LAYER_NAMES`` in that order); the trainer
-zero-fills the others. Inside a stored layer, a frame where the layer is absent is an
-all-zero chunk, which Zarr does not write to disk (``write_empty_chunks=False``).
+zero-fills the others. Inside a stored layer, a frame where the layer is absent is all
+zero: a frame where every layer is absent is an all-zero chunk, which Zarr does not write to
+disk (``write_empty_chunks=False``); an absent layer inside a written frame compresses to a
+few bytes.
 
 Per-sample attributes: a sample may carry ``SAMPLE_ATTRS`` ("attrs"), a small JSON-able
 dict of figures about it (quality measures, label agreement, source ids). It is not an
@@ -52,7 +54,10 @@ all of them, each rigid and posed per frame as the dataset places it. ``ref_view
 is in metres whatever unit the dataset's mesh file uses (TACO's are centimetres).
 
 Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning
-(v2: the ``human`` kind).
+(v2: the ``human`` kind; v3: the layer maps ``mlo_normal``/``mlo_depth`` are chunked per frame,
+all layers of a frame in one chunk (1, L, R, R[, 3]) instead of one chunk per frame and layer: a
+T-frame clip is T chunk reads instead of T x L; and only Zarr v3 core / registered codecs are used,
+no numcodecs delta filter: see ``pipeline.engine.shard_writer.codecs_for``).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMA_NAME = "manivideo.store"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 HANDS = ("left", "right")
 HAND_PARTS = ("palm", "thumb", "index", "middle", "ring", "pinky")
@@ -129,10 +134,10 @@ class ArraySpec:
 ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("rgb", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
               "target frames: rendered (Objaverse) or real camera crops (HOI, human)", kinds=ALL_KINDS),
-    ArraySpec("mlo_normal", ("T", "L", "R", "R", 3), "uint8", (1, 1, "R", "R", 3), "(n+1)/2*255",
+    ArraySpec("mlo_normal", ("T", "L", "R", "R", 3), "uint8", (1, "L", "R", "R", 3), "(n+1)/2*255",
               "occlusion-free camera-space normals of each layer rendered alone; 0 where absent",
               codec="normal"),
-    ArraySpec("mlo_depth", ("T", "L", "R", "R"), "float16", (1, 1, "R", "R"), "m (scene units for Objaverse)",
+    ArraySpec("mlo_depth", ("T", "L", "R", "R"), "float16", (1, "L", "R", "R"), "m (scene units for Objaverse)",
               "per-layer camera z-depth (positive, along -z_cam); 0 = layer absent at pixel",
               codec="depth"),
     ArraySpec("layer_present", ("T", "L"), "bool", ("T", "L"), "",

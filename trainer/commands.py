@@ -134,31 +134,3 @@ def evaluate(
     run_evaluation(str(checkpoint), list(store), str(out), split, steps, guidance, seed, batch, limit, inception,
                    lpips_trunk, lpips_lin, i3d, hands, random_init_networks, compare, log=typer.echo)
 
-
-def generate(
-    checkpoint: Annotated[Path, typer.Option(help="trainer checkpoint (.pt) or its diffusers export folder")],
-    out: Annotated[Path, typer.Option(help="output folder: video.mp4, side.mp4, inputs.png, inputs.json")],
-    sequence: Annotated[Path | None, typer.Option(help="sequence folder in the open format (export-sequence "
-                                                       "writes one)")] = None,
-    motion: Annotated[Path | None, typer.Option(help="or: a MANO .npz (hand fields of hands.npz + object_poses, "
-                                                     "K, width, height[, cam_to_world])")] = None,
-    object_mesh: Annotated[Path | None, typer.Option(help="with --motion: the object's mesh (metres)")] = None,
-    camera: Annotated[str | None, typer.Option(help="camera of the sequence (default: the first)")] = None,
-    ref_images: Annotated[Path | None, typer.Option(help="folder with front/back/left/right/top/bottom images "
-                                                         "(default: rendered from the object mesh)")] = None,
-    background: Annotated[Path | None, typer.Option(help="background image (default: the sequence's)")] = None,
-    steps: Annotated[int | None, typer.Option(help="DDIM steps (default: config sample_steps)")] = None,
-    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
-    seed: Annotated[int, typer.Option(help="noise seed")] = 0,
-    overlap: Annotated[int | None, typer.Option(help="frames shared by consecutive windows (default window/4)")] = None,
-    hand_model: Annotated[str, typer.Option(help="'mano' (needs --mano-dir) or 'stand-in'")] = "mano",
-    mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl")] = None,
-    fps: Annotated[int, typer.Option(help="frames per second of the videos")] = 8,
-):
-    """A manipulation video from a hand-object motion (any length: blended overlapping windows)."""
-    from trainer.generate import generate as run_generate
-
-    run_generate(str(checkpoint), str(sequence) if sequence else None, str(out), camera,
-                 str(ref_images) if ref_images else None, str(background) if background else None, steps, guidance,
-                 seed, overlap, hand_model, str(mano_dir) if mano_dir else None, fps, log=typer.echo,
-                 motion=str(motion) if motion else None, object_mesh=str(object_mesh) if object_mesh else None)

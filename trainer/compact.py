@@ -97,14 +97,16 @@ def expand_compact(boxes: torch.Tensor, normal_px: torch.Tensor, depth_px: torch
     c = normal_px.shape[-1]
     normal = torch.zeros((batch, frames, N_LAYERS, r, r, c), dtype=normal_px.dtype, device=dev)
     depth = torch.zeros((batch, frames, N_LAYERS, r, r), dtype=torch.float32, device=dev)
+    rows = boxes.tolist()
+    total = sum(h * w for *_, h, w in rows)
+    if total != len(normal_px) or len(depth_px) != total:
+        raise ValueError(f"boxes cover {total} pixels, the batch carries {len(normal_px)} / {len(depth_px)}")
     o = 0
-    for b, f, layer, y0, x0, h, w in boxes.tolist():
+    for b, f, layer, y0, x0, h, w in rows:
         n = h * w
         normal[b, f, layer, y0:y0 + h, x0:x0 + w] = normal_px[o:o + n].view(h, w, c)
         depth[b, f, layer, y0:y0 + h, x0:x0 + w] = depth_px[o:o + n].view(h, w)
         o += n
-    if o != len(normal_px) or len(depth_px) != o:
-        raise ValueError(f"boxes cover {o} pixels, the batch carries {len(normal_px)} / {len(depth_px)}")
     return normal, depth
 
 

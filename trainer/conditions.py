@@ -23,6 +23,9 @@ Human items (paper §3.3) keep only the reference person O_B (the background slo
 ``use_skeleton``, the skeleton S: ``prepare_batch`` zeroes their hand and object layers, D, the
 object views, the first-frame reference and the points. They are never flipped: S's colours
 say which limb is left and which is right.
+
+The training loader sends the layer maps compactly (``trainer.compact``: per-(frame, layer)
+bounding-box crops instead of dense "normal"/"depth"); ``prepare_batch`` takes either form.
 """
 
 from __future__ import annotations
@@ -155,9 +158,16 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
     source = batch["source"].to(dev)
     human = source == SOURCES.index("human")
     rgb, refs = color_jitter(rgb, jitter), color_jitter(refs, jitter)
-    idx = batch["layer_idx"].to(dev)
-    depth = expand_layers(batch["depth"].to(dev, non_blocking=True).float(), idx)           # B,F,13,R,R
-    normal_u8 = expand_layers(batch["normal"].to(dev, non_blocking=True), idx)              # B,F,13,R,R,3
+    if "boxes" in batch:  # compact layers (trainer.compact.collate_compact): boxes expanded here, on the device
+        from trainer.compact import expand_compact
+
+        normal_u8, depth = expand_compact(batch["boxes"], batch["normal_px"].to(dev, non_blocking=True),
+                                          batch["depth_px"].to(dev, non_blocking=True), *rgb.shape[:2],
+                                          rgb.shape[-1])
+    else:
+        idx = batch["layer_idx"].to(dev)
+        depth = expand_layers(batch["depth"].to(dev, non_blocking=True).float(), idx)       # B,F,13,R,R
+        normal_u8 = expand_layers(batch["normal"].to(dev, non_blocking=True), idx)          # B,F,13,R,R,3
     present = (normal_u8 != 0).any(dim=-1, keepdim=True)
     normal = torch.where(present, normal_u8.float() / 255.0 * 2 - 1, 0.0).permute(0, 1, 2, 5, 3, 4)
     flipped = flip_batch({"target": rgb, "refs": refs, "normal": normal, "depth": depth,

@@ -15,6 +15,7 @@ the process that reads, so workers are spawned (zarr v3 runs an asyncio loop; fo
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pipeline.errors import UserError
 from schemas.reader import StoreReader
 from schemas.store import LAYER_NAMES
+from trainer.compact import collate_compact
 from trainer.conditions import SOURCES, collate, source_of
 from trainer.config import TrainConfig
 
@@ -168,19 +170,51 @@ class StreamSampler(Sampler):
         return self.length if self.length is not None else 2**62
 
 
-def _worker_init(worker_id: int) -> None:
+CODEC_PIPELINES = ("zarr", "zarrs")
+
+
+def use_codec_pipeline(name: str) -> None:
+    """Decode stores in this process with zarr-python's own codec pipeline ("zarr") or the Rust one of
+    the optional ``zarrs`` package ("zarrs": ``pip install zarrs``, extra ``manivideo[fast]``). Same
+    bytes either way (tests/schemas/test_codecs.py); arrays opened afterwards use it."""
+    import zarr
+
+    if name not in CODEC_PIPELINES:
+        raise UserError(f"codec pipeline must be one of {CODEC_PIPELINES}, got {name!r}")
+    if name == "zarrs":
+        try:
+            import zarrs  # noqa: F401
+        except ImportError:
+            raise UserError("codec pipeline 'zarrs' needs the optional package: pip install zarrs") from None
+        zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+    else:
+        zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.BatchedCodecPipeline"})
+
+
+def _worker_init(worker_id: int, codec_pipeline: str = "zarr") -> None:
     # A worker told to stop while Zarr reads are in flight aborts in interpreter teardown
     # ("terminate called without an active exception"); it holds nothing worth finalising.
     atexit.register(os._exit, 0)
+    use_codec_pipeline(codec_pipeline)
 
 
 def make_loader(dataset: MixedStores, batch_size: int, start_item: int = 0, rank: int = 0, world: int = 1,
-                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Infinite loader of collated raw batches, starting after ``start_item`` items of this rank."""
+                num_workers: int = 0, pin_memory: bool = False, compact: bool = True,
+                codec_pipeline: str = "zarr") -> DataLoader:
+    """Infinite loader of collated raw batches, starting after ``start_item`` items of this rank.
+
+    ``compact``: layer maps travel as per-(frame, layer) bounding-box crops (``trainer.compact``; a
+    24 x 512^2 13-layer HOI clip moves ~45 MB instead of ~440 MB), expanded by ``prepare_batch`` on
+    the training device; False sends the dense maps (``trainer.conditions.collate``).
+    ``codec_pipeline``: see ``use_codec_pipeline`` (set in each worker; in this process when num_workers=0).
+    """
     kw = {}
     if num_workers > 0:
         kw = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2,
-                  worker_init_fn=_worker_init)
+                  worker_init_fn=functools.partial(_worker_init, codec_pipeline=codec_pipeline))
+    else:
+        use_codec_pipeline(codec_pipeline)
     return DataLoader(dataset, batch_size=batch_size, sampler=StreamSampler(start_item, rank, world),
-                      num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory, drop_last=True, **kw)
+                      num_workers=num_workers, collate_fn=collate_compact if compact else collate,
+                      pin_memory=pin_memory, drop_last=True, **kw)
 

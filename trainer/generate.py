@@ -6,8 +6,8 @@ object's mesh named by the sequence (reference views rendered with the pipeline'
 user's own six reference images and background.
 
 The conditions are rendered on the fly by the pipeline itself, exactly as ``render-hoi sequence``
-renders a store sample (no copy of that code): the sequence adapter builds the clip, the HOI
-sample builder renders the 13 MLO layers (normals + depth, from which D is computed), the
+renders a store sample (no copy of that code; ``pipeline.hoi.sequence_conditions``, passed in by
+``cli.py``): the sequence adapter builds the clip, the HOI sample builder renders the 13 MLO layers (normals + depth, from which D is computed), the
 object's reference views and its point cloud, and crops everything to one square box around
 the hand-object region of the whole motion. The whole motion is one clip: a motion longer than
 the trained window (cfg.frames) is sampled with overlapping, blended windows
@@ -53,53 +53,6 @@ def user_references(folder: Path, size: int) -> np.ndarray:
     return np.stack(views)
 
 
-def render_conditions(folder: Path, camera: str | None, resolution: int, hand_model: str = "mano",
-                      mano_dir: str | None = None, log=print) -> tuple[dict, dict]:
-    """The contract sample (all frames of the sequence, one crop) rendered by the HOI pipeline's own
-    code, and a description of what was used."""
-    # The sequence adapter and the sample builder live in the HOI job folder (pipeline.hoi); see the
-    # report: they are candidates to move to shared code, as ``generate`` now uses them too.
-    from pipeline.hands.model import hand_models
-    from pipeline.hoi.clip_sample import ObjectModel, build_sample
-    from pipeline.hoi.datasets.sequence import SequenceAdapter
-    from pipeline.mesh_io import load_object
-    from pipeline.render.workers import worker_renderers
-    from pipeline.sequence_format import read_sequence
-    from schemas.config import ConfigError, HoiConfig
-
-    folder = Path(folder)
-    if not (folder / "sequence.json").is_file():
-        raise UserError(f"--sequence {folder} is not a sequence folder (no sequence.json); write one with "
-                        "python cli.py export-sequence")
-    seq = read_sequence(folder)
-    n = seq.n_frames
-    if camera is not None and camera not in seq.cameras:
-        raise UserError(f"--camera {camera!r} is not in {folder / 'cameras.json'} (has {', '.join(sorted(seq.cameras))})")
-    try:
-        hoi = HoiConfig(frames=n, resolution=resolution, hand_model=hand_model, samples_per_shard=1,
-                        fix_left_shapedirs=bool(seq.fix_left_shapedirs)).validate()
-    except ConfigError as e:
-        raise UserError(str(e)) from None
-    adapter = SequenceAdapter()
-    sel = {"subjects": None, "sequences": None, "cameras": [camera] if camera else None, "split": None,
-           "frames": n, "stride": 1, "min_valid_frames": 0.0}
-    item = adapter.list_items(folder, sel)[0]
-    models = hand_models(hoi.hand_model, mano_dir, hoi.fix_left_shapedirs)
-    renderers = worker_renderers(hoi.resolution, hoi.ref_yfov_deg)
-    frame_ids = adapter.windows(folder, item, sel)[0]
-    log(f"rendering the conditions of {item.key}: {n} frames at {resolution} px (MLO layers, D, references, points)")
-    clip = adapter.load_clip(folder, item, frame_ids, models)
-    obj = None
-    if clip.object_mesh is not None:
-        loaded = load_object(seq.object_name or "object", str(clip.object_mesh), max_file_mb=512,
-                             max_faces=2_000_000, max_texture_px=2048)
-        obj = ObjectModel.build(loaded, renderers.rgb, hoi)
-    sample = build_sample(clip, adapter.background(folder, item), models, obj, renderers.layers, hoi)
-    used = {"sequence": str(folder.resolve()), "item": item.key, "frames": n, "hand_model": hoi.hand_model,
-            "object_mesh": str(clip.object_mesh) if clip.object_mesh is not None else None}
-    return sample, used
-
-
 def item_from_sample(sample: dict, refs: np.ndarray, background: np.ndarray, first_frame: bool) -> dict:
     """A raw trainer item (``trainer.conditions`` layout) from a contract sample with all 13 layers."""
     ref_list = [refs, background[None]]
@@ -130,9 +83,15 @@ def _write_video(path: Path, frames: np.ndarray, fps: int) -> None:
 def generate(checkpoint: str, sequence: str | None, out: str, camera: str | None = None, ref_images: str | None = None,
              background: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
              overlap: int | None = None, hand_model: str = "mano", mano_dir: str | None = None, fps: int = 8,
-             device: str | None = None, log=print, motion: str | None = None, object_mesh: str | None = None) -> dict:
+             device: str | None = None, log=print, motion: str | None = None, object_mesh: str | None = None,
+             render_conditions=None) -> dict:
     """Generate the video of ``sequence`` (a sequence folder) or of ``motion`` (a MANO .npz, with
-    ``object_mesh``; ``trainer.motion_input``); returns the inputs.json content."""
+    ``object_mesh``; ``trainer.motion_input``); returns the inputs.json content.
+
+    ``render_conditions(folder, camera, resolution, hand_model, mano_dir, log) -> (sample, used)``
+    renders the contract sample of the whole sequence: the HOI pipeline's
+    ``pipeline.hoi.sequence_conditions.render_conditions``, which ``cli.py`` passes in (the trainer
+    does not import a job folder)."""
     import imageio.v2 as imageio
 
     from trainer.checkpoint import load_any
@@ -154,6 +113,8 @@ def generate(checkpoint: str, sequence: str | None, out: str, camera: str | None
         sequence = str(sequence_from_motion(Path(motion), Path(object_mesh), Path(out) / "motion_sequence",
                                             Path(background) if background else None))
         log(f"wrote the motion as a sequence folder: {sequence}")
+    if render_conditions is None:
+        raise TypeError("generate() needs render_conditions (pipeline.hoi.sequence_conditions.render_conditions)")
     model, cfg, stage = load_any(checkpoint)
     model.to(dev).eval()
     sample, used = render_conditions(Path(sequence), camera, cfg.resolution, hand_model, mano_dir, log)

@@ -145,6 +145,21 @@ def primitive_of(geom: trimesh.Trimesh) -> Primitive:
     if material.alpha_mode == OPAQUE and kind in ("vertex", "face") and (col[:, 3] < 1).any():
         material.alpha_mode = BLEND
     uv = np.where(np.isfinite(uv), uv, 0.0)
-    n = np.where(np.isfinite(n), n, 0.0)
+    n = _usable_normals(n, v, f)
     verts = np.concatenate([v, n, uv, col[:, :4]], axis=1).astype(np.float32)
     return Primitive(np.ascontiguousarray(verts), np.ascontiguousarray(f, np.uint32), material)
+
+
+def _usable_normals(n: np.ndarray, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Vertex normals float [V,3] with NaN/zero ones replaced by the normal of a face using
+    the vertex (the shader normalises; a zero normal would shade as NaN)."""
+    n = np.where(np.isfinite(n), n, 0.0)
+    bad = np.linalg.norm(n, axis=1) < 1e-12
+    if bad.any() and len(f):
+        tri = v[f]
+        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        n = n.copy()
+        for corner in range(3):
+            n[f[:, corner]] = np.where(bad[f[:, corner], None], fn, n[f[:, corner]])
+        n[np.linalg.norm(n, axis=1) < 1e-12] = (0.0, 0.0, 1.0)
+    return n

@@ -100,8 +100,10 @@ class RGBRenderer:
 def composite_premultiplied(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
     """uint8 [H,W,3] = rgb + background * (255 - alpha) / 255, rounded; rgba premultiplied uint8 [H,W,4]."""
     inv = 255 - rgba[..., 3:4].astype(np.uint16)
-    out = rgba[..., :3].astype(np.uint16) + (background.astype(np.uint16) * inv + 127) // 255
-    return np.minimum(out, 255).astype(np.uint8)
+    t = background.astype(np.uint16) * inv + 128  # <= 65153: no overflow
+    t = (t + (t >> 8)) >> 8  # == (x + 127) // 255 for x in 0..65025 (exact), without a division
+    t += rgba[..., :3]
+    return np.minimum(t, 255, out=t).astype(np.uint8)
 
 
 def _light_pose(direction: np.ndarray) -> np.ndarray:

@@ -77,8 +77,8 @@ class AtlasRGBRenderer:
         self._fbos = None
         self.last_alpha = None
         self.context.make_current()
-        self._programs = {mask: _compile(mask) for mask in (False, True)}  # (program, uniform locations)
-        self._loc = self._programs[False][1]
+        self._programs: dict[frozenset, tuple[int, dict]] = {}  # features -> (program, uniform locations)
+        self._loc: dict = {}
 
     # -- object ---------------------------------------------------------------------------
     def set_object(self, scene, to_canonical: np.ndarray) -> int:
@@ -89,6 +89,7 @@ class AtlasRGBRenderer:
         self._free_object()
         self.context.make_current()
         index: dict[str, int] = {}
+        hulls: dict[str, np.ndarray] = {}
         points = []
         for node in scene.graph.nodes_geometry:
             transform, name = scene.graph[node]
@@ -100,7 +101,9 @@ class AtlasRGBRenderer:
                 self._prims.append(self._upload(primitive_of(geom)))
             model = np.asarray(to_canonical, np.float64) @ np.asarray(transform, np.float64)
             self._instances.append(_Instance(index[name], model))
-            points.append(_hull_points(np.asarray(geom.vertices, np.float64)) @ model[:3, :3].T + model[:3, 3])
+            if name not in hulls:
+                hulls[name] = _hull_points(np.asarray(geom.vertices, np.float64))
+            points.append(hulls[name] @ model[:3, :3].T + model[:3, 3])
         self._hull = _hull_points(np.concatenate(points)) if points else np.zeros((0, 3))
         return len(self._instances)
 
@@ -156,7 +159,7 @@ class AtlasRGBRenderer:
             rgba = self._render_atlas([(views[i], r, pos) for i, r, pos in batch])
             for i, (x0, y0, w, h), (ax, ay) in batch:
                 tile = rgba[ay:ay + h, ax:ax + w]
-                out[i, y0:y0 + h, x0:x0 + w] = composite_premultiplied(tile, bgs[i, y0:y0 + h, x0:x0 + w])
+                _composite_into(out[i, y0:y0 + h, x0:x0 + w], tile)
                 self.last_alpha[i, y0:y0 + h, x0:x0 + w] = tile[..., 3]
         return out
 
@@ -254,19 +257,21 @@ class AtlasRGBRenderer:
         from OpenGL import GL
 
         p = self._prims[prim_index]
-        program, loc = self._programs[p.material.alpha_mode == MASK]
+        m = p.material
+        features = frozenset([f"HAS_{slot.upper()}" for slot in p.textures] + ["ALPHA_MASK"] * (m.alpha_mode == MASK)
+                             + ["DOUBLE_SIDED"] * bool(m.double_sided))
+        if features not in self._programs:
+            self._programs[features] = _compile(features)
+        program, loc = self._programs[features]
         GL.glUseProgram(program)
         self._loc = loc
-        m = p.material
         GL.glUniform4f(loc["base_color_factor"], *m.base_color.astype(np.float32))
         GL.glUniform1f(loc["metallic_factor"], m.metallic)
         GL.glUniform1f(loc["roughness_factor"], m.roughness)
         GL.glUniform3f(loc["emissive_factor"], *m.emissive.astype(np.float32))
         GL.glUniform1i(loc["alpha_mode"], m.alpha_mode)
         GL.glUniform1f(loc["alpha_cutoff"], m.alpha_cutoff)
-        GL.glUniform1i(loc["double_sided"], int(m.double_sided))
         for unit, slot in enumerate(TEXTURE_SLOTS):
-            GL.glUniform1i(loc[f"has_{slot}"], int(slot in p.textures))
             if slot in p.textures:
                 GL.glActiveTexture(GL.GL_TEXTURE0 + unit)
                 GL.glBindTexture(GL.GL_TEXTURE_2D, p.textures[slot])
@@ -293,17 +298,27 @@ class AtlasRGBRenderer:
         GL.glDrawElements(GL.GL_TRIANGLES, 3 * n, GL.GL_UNSIGNED_INT, ctypes.c_void_p(0))
 
 
-def _compile(alpha_mask: bool):
-    """(program, uniform locations) of the PBR shader; ``alpha_mask``: the variant that discards."""
+def _composite_into(dst: np.ndarray, rgba: np.ndarray) -> None:
+    """``dst`` uint8 [h,w,3] (the background) becomes ``rgb.composite_premultiplied(rgba, dst)``,
+    the same numbers, computed only where the object is partly in a pixel: a covered pixel
+    (alpha 255) is its colour, an empty one (alpha 0, colour 0) keeps the background."""
+    a = rgba[..., 3]
+    np.copyto(dst, rgba[..., :3], where=(a == 255)[..., None])
+    part = (a > 0) & (a < 255)
+    if part.any():
+        dst[part] = composite_premultiplied(rgba[part], dst[part])
+
+
+def _compile(features: frozenset):
+    """(program, uniform locations) of the PBR shader for a feature set (``shaders_pbr``)."""
     from OpenGL import GL
     from OpenGL.GL import shaders
 
     prog = shaders.compileProgram(
         shaders.compileShader(VERT, GL.GL_VERTEX_SHADER),
-        shaders.compileShader(fragment_source(len(LIGHTS), alpha_mask), GL.GL_FRAGMENT_SHADER), validate=False)
+        shaders.compileShader(fragment_source(len(LIGHTS), features), GL.GL_FRAGMENT_SHADER), validate=False)
     names = ["modelview", "normal_matrix", "projection", "base_color_factor", "metallic_factor",
-             "roughness_factor", "emissive_factor", "alpha_mode", "alpha_cutoff", "double_sided"]
-    names += [f"has_{s}" for s in TEXTURE_SLOTS]
+             "roughness_factor", "emissive_factor", "alpha_mode", "alpha_cutoff"]
     loc = {n: GL.glGetUniformLocation(prog, n) for n in names}
     GL.glUseProgram(prog)
     for unit, slot in enumerate(TEXTURE_SLOTS):

@@ -41,6 +41,7 @@ def demo_sequence(tmp_path_factory):
 def test_generate_a_video_longer_than_the_window(demo_sequence, tiny_cfg, tmp_path):
     import dataclasses
 
+    from pipeline.hoi.sequence_conditions import render_conditions
     from trainer.checkpoint import architecture, save_checkpoint
     from trainer.generate import generate
     from trainer.model import build_model
@@ -50,7 +51,7 @@ def test_generate_a_video_longer_than_the_window(demo_sequence, tiny_cfg, tmp_pa
     ckpt = save_checkpoint(tmp_path / "stage2.pt", stage="stage2", step=0, config=cfg.to_dict(),
                            model=model.state_dict(), arch=architecture(model, cfg))
     info = generate(str(ckpt), str(demo_sequence), str(tmp_path / "gen"), hand_model="stand-in", steps=2,
-                    log=lambda *a: None)
+                    log=lambda *a: None, render_conditions=render_conditions)
     video = np.stack([f for f in imageio.get_reader(tmp_path / "gen" / "video.mp4")])  # list() would ask len = inf
     assert video.shape == (FRAMES, 64, 64, 3) and video.std() > 0
     side = imageio.get_reader(tmp_path / "gen" / "side.mp4").get_data(0)
@@ -76,3 +77,17 @@ def test_a_mano_motion_file_becomes_the_same_sequence(demo_sequence, tmp_path):
         assert np.array_equal(again.hands[side].pose, h.pose) and np.array_equal(again.hands[side].trans, h.trans)
     assert np.allclose(again.object_poses, seq.object_poses)
     assert np.allclose(again.cameras["cam0"].cam_to_world, cam.cam_to_world)
+
+
+def test_user_reference_images_replace_the_rendered_views(tmp_path):
+    from pipeline.errors import UserError
+    from schemas.store import REF_VIEW_NAMES
+    from trainer.generate import user_references
+
+    for k, name in enumerate(REF_VIEW_NAMES):
+        imageio.imwrite(tmp_path / f"{name}.png", np.full((40, 30, 3), 10 * k, np.uint8))
+    refs = user_references(tmp_path, 64)
+    assert refs.shape == (6, 64, 64, 3) and [int(r[0, 0, 0]) for r in refs] == [0, 10, 20, 30, 40, 50]
+    (tmp_path / "top.png").unlink()
+    with pytest.raises(UserError, match="no top.png"):
+        user_references(tmp_path, 64)
