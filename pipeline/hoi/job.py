@@ -64,7 +64,8 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
         except StepFailed:
             raise
         except Exception as e:  # noqa: BLE001  (GL errors etc. are this item's failure)
-            raise StepFailed("render", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+            raise StepFailed("render", "rendering the clip failed",
+                             f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None
         check_joint_agreement(sample.get(SAMPLE_ATTRS, {}), cfg, frame_ids)
         samples.append(sample)
     return samples
