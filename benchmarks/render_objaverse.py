@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 from pipeline.render import egl  # noqa: E402, F401
 from schemas.config import RenderConfig  # noqa: E402
 
-STAGES = ("fetch", "load", "normalise", "references", "points", "trajectory", "render_layers", "render_rgb",
-          "write")
+STAGES = ("fetch", "load", "normalise", "setup", "references", "points", "trajectory", "render_layers",
+          "render_rgb", "write")
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:

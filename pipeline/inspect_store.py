@@ -60,23 +60,26 @@ def inspect(store: Path) -> dict:
     }
 
 
-QUALITY_KEYS = ("coverage_frames", "coverage_refs", "faces", "outside_area")
+# per-sample figures (attrs) summarised by inspect: Objaverse quality (render-objaverse) and the
+# agreement of our MANO joints with the dataset's labels (render-hoi, where labels exist)
+QUALITY_KEYS = ("coverage_frames", "coverage_refs", "faces", "outside_area", "joint_err_mean_mm", "joint_err_max_mm")
 
 
 def quality_summary(reader: StoreReader) -> dict:
-    """Per-sample quality figures (render-objaverse attrs) over the store: for each figure the
+    """Per-sample figures (``QUALITY_KEYS`` of the attrs) over the store: for each figure the
     min / median / max over samples (coverage: a sample's mean over its frames or views),
-    and how many samples are textured; {} when no sample has them."""
+    and how many samples are textured where that is recorded; {} when no sample has them."""
     values: dict[str, list[float]] = {k: [] for k in QUALITY_KEYS}
-    textured = 0
+    textured, has_textured = 0, False
     for i in range(len(reader)):
         a = reader.attrs(i)
         for k in QUALITY_KEYS:
             if k in a:
                 values[k].append(float(np.mean(a[k])))
         textured += bool(a.get("textured"))
+        has_textured |= "textured" in a
     out = {k: {"min": min(v), "median": float(np.median(v)), "max": max(v)} for k, v in values.items() if v}
-    if out:
+    if out and has_textured:
         out["textured"] = textured
     return out
 
@@ -102,7 +105,8 @@ def format_report(r: dict) -> str:
                      f"{str(tuple(a['chunk'])):<24}{a['bytes'] / mib:>8.2f}")
     if r.get("quality"):
         q = r["quality"]
-        lines += ["", f"quality ({q.get('textured', 0)} of {r['samples']} samples textured)   min / median / max"]
+        textured = f" ({q['textured']} of {r['samples']} samples textured)" if "textured" in q else ""
+        lines += ["", f"per-sample figures{textured}   min / median / max"]
         lines += [f"  {k:<16}{v['min']:>10.4g}{v['median']:>10.4g}{v['max']:>10.4g}" for k, v in q.items()
                   if isinstance(v, dict)]
     if r["failures_by_reason"]:

@@ -100,7 +100,7 @@ def make_demo_hoi(
         raise UserError(f"{out} exists and is not empty; choose a new folder")
     check_writable(out)
     demo.make_demo(layout, out, frames, seed)
-    typer.echo(f"wrote a {layout}-layout demo (stand-in hand (not MANO), {frames} frames) to {out}\n"
+    typer.echo(f"wrote a demo in the {layout} layout (stand-in hand (not MANO), {frames} frames) to {out}\n"
                f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in")
 
 

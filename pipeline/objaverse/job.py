@@ -78,7 +78,8 @@ def objaverse_step(item: WorkItem, options: dict) -> list[dict]:
         scene = load_scene(path, cfg.max_file_mb, cfg.max_faces, cfg.max_texture_px)
     with timed(timings, "normalise"):
         obj = canonicalise(item.key, scene, cfg.max_faces, cfg.normalise, cfg.min_faces)
-    renderers = worker_renderers(cfg.resolution, cfg.yfov_deg, cfg.rgb_renderer)
+    with timed(timings, "setup"):  # the worker's EGL context and renderers: once per process
+        renderers = worker_renderers(cfg.resolution, cfg.yfov_deg, cfg.rgb_renderer)
     try:
         samples = render_object(obj, cfg, renderers, timings)
         if samples:

@@ -186,8 +186,8 @@ def test_job_records_carry_stage_timings(ray_cluster, tmp_path):
     summary = runner.run(job, workers=1, progress=False)
     assert summary.items_ok == 2
     records = [r for m in shard_writer.read_markers(tmp_path / "s.zarr") for r in m["items"]]
-    stages = {"fetch", "load", "normalise", "references", "points", "trajectory", "render_layers", "render_rgb",
-              "write"}
+    stages = {"fetch", "load", "normalise", "setup", "references", "points", "trajectory", "render_layers",
+              "render_rgb", "write"}
     for rec in records:
         assert set(rec["timings"]) == stages, rec
         assert all(v >= 0 for v in rec["timings"].values())
