@@ -73,7 +73,7 @@ def render_objaverse(
     check_writable(out)
     job = objaverse_job.build_job(source, out, cfg, limit, str(uids) if uids else None, lvis,
                                   str(cache_dir) if cache_dir else None, workers, xl_source, license)
-    stages = None if retry_failed is None else [x for x in retry_failed.split(",") if x.strip() and x != "all"]
+    stages = None if retry_failed is None else [x.strip() for x in retry_failed.split(",") if x.strip() not in ("", "all")]
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
                          retry_failed=stages)
     typer.echo(summary.format())
@@ -96,9 +96,11 @@ def preview(
     gif: Annotated[Path | None, typer.Option(help="also write an animated GIF of the clips")] = None,
 ):
     """A contact sheet (views, frames, normal and depth maps) to check a store by eye."""
+    from pipeline.hoi.preview_hoi import preview_hoi
+    from pipeline.human.preview_human import preview_human
     from pipeline.preview import write_preview
 
-    paths = write_preview(store, out, samples, gif)
+    paths = write_preview(store, out, samples, gif, by_kind={"hoi": preview_hoi, "human": preview_human})
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

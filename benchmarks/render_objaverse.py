@@ -15,8 +15,8 @@ On the built-in demo objects (copied to reach --objects), in one run:
      PSNR and SSIM per demo object (frames and reference views), and a contact sheet
      (per object: pyrender row above atlas row; frames 0, T/2, T-1 and the front view);
   3. Ray jobs with 1 and 2 workers, alternated and repeated (--jobs): wall time and steady
-     objects/s (between the first and the last finished shard: start-up excluded) as
-     median [min - max], and the per-stage seconds of an object inside a job, read from
+     objects/s (start-up excluded; auto shard size, as a user runs it) as median
+     [min - max], and the per-stage seconds of an object inside a job, read from
      the shard markers (each item's ``timings``: what a user reads to find slow objects).
 Medians throughout; the load average is printed with the figures (the machine is shared).
 """
@@ -172,9 +172,14 @@ def agreement(paths, cfg, sheet: Path | None) -> list[tuple[str, float, float, f
 
 
 def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, int, list[dict]]:
-    """(whole-job wall seconds, steady objects/s, samples, item records). Steady state =
-    objects finished after the first ``workers`` ones, over the time between the first and
-    the last marker (excludes worker start-up: imports, EGL context creation)."""
+    """(whole-job wall seconds, steady objects/s, samples, item records), with the shard size a
+    user gets (``--samples-per-shard 0``: auto). Steady state, from the shard journals' item
+    start times s_0 <= s_1 <= ...: the objects started after the first ``workers`` ones (which
+    carry worker start-up: imports, EGL context, shader compiles) over the time from s_workers
+    to the last shard's finish."""
+    import dataclasses
+    import json
+
     import ray
 
     from pipeline.engine import runner, shard_writer
@@ -183,16 +188,46 @@ def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, i
     if ray.is_initialized():
         ray.shutdown()
     runner._init_ray(workers, None)
-    job = objaverse_job.build_job(str(folder), out, cfg, workers=workers)
+    job = objaverse_job.build_job(str(folder), out, dataclasses.replace(cfg, samples_per_shard=0), workers=workers)
     t0 = time.perf_counter()
     summary = runner.run(job, workers=workers, progress=False, overwrite=True)
     wall = time.perf_counter() - t0
     ray.shutdown()
     markers = shard_writer.read_markers(out)
-    ends = sorted(m["finished"] for m in markers)
-    steady = (len(ends) - workers) / (ends[-1] - ends[workers - 1]) if len(ends) > workers else float("nan")
+    starts = sorted(json.loads(line.split(" ", 1)[1])["t"] for m in markers
+                    for line in shard_writer.journal_path(out, m["shard"]).read_text().splitlines()
+                    if line.startswith("start "))
+    end = max(m["finished"] for m in markers)
+    n = len(starts)
+    steady = (n - workers) / (end - starts[workers]) if n > workers else float("nan")
     records = [r for m in markers for r in m["items"] if r["ok"]]
     return wall, steady, summary.samples_ok, records
+
+
+def write_breakdown(store: Path, scratch: Path, repeats: int = 3) -> list[tuple[str, float, float]]:
+    """(array, median seconds, MiB raw) to write one sample of ``store`` into a fresh store of the
+    same layout, array by array (what the task's "write" stage is made of: encode + write)."""
+    from numcodecs import blosc
+
+    from pipeline.engine import shard_writer
+    from schemas.reader import StoreReader
+
+    blosc.set_nthreads(1)  # as in a worker (shard_task): one core each
+    reader = StoreReader(store)
+    sample = reader.read(0)
+    rows = []
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        shard_writer.create_store(scratch, reader.layout, 1, {"benchmark": True})
+        arrays = shard_writer.open_arrays(scratch, reader.layout)
+        for name, arr in arrays.items():
+            t0 = time.perf_counter()
+            arr[0] = sample[name]
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        rows.append((name, statistics.median(ts), np.asarray(sample[name]).nbytes / 2**20))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return sorted(rows, key=lambda r: -r[1])
 
 
 def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
@@ -239,6 +274,7 @@ def main() -> None:
                 jobs[w].append(job_run(tmp / "objects", tmp / f"w{w}.zarr", cfg, w))
                 print(f"  job {rep + 1}/{args.jobs}, {w} worker(s): {jobs[w][-1][0]:.1f} s", flush=True)
         per_sample = store_bytes(tmp / "w2.zarr") / max(jobs[2][-1][2], 1)
+        writes = write_breakdown(tmp / "w2.zarr", tmp / "scratch.zarr")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_2 = os.getloadavg()
@@ -255,6 +291,12 @@ def main() -> None:
           f"baseline {images / med['baseline']:.1f}")
     per_obj = [b / a for a, b in zip(times["atlas"], times["baseline"], strict=True)]
     print(f"   per-object ratio baseline/atlas (paired runs): median {spread(per_obj)}")
+    n_obj = len(agree)
+    print(f"   {'object (median of ' + str(args.repeats) + ')':36}{'atlas':>8}{'pyrender':>10}{'baseline':>10}{'ratio':>8}")
+    for j, (name, *_) in enumerate(agree):
+        m = {k: statistics.median(v[j::n_obj]) for k, v in times.items()}
+        print(f"   {name:36}{m['atlas']:>8.3f}{m['pyrender']:>10.3f}{m['baseline']:>10.3f}"
+              f"{m['baseline'] / m['atlas']:>7.2f}x")
     print(f"\n2. atlas vs pyrender RGB (contact sheet: {args.sheet}; per object pyrender row above atlas row)")
     print(f"   {'object':36}{'PSNR frames':>12}{'SSIM frames':>12}{'PSNR refs':>11}{'SSIM refs':>11}")
     for name, pf, sf, pr, sr in agree:
@@ -271,10 +313,18 @@ def main() -> None:
           f"steady {statistics.median(rate[2]) / statistics.median(rate[1]):.2f}x")
     print(f"   bytes/sample on disk {per_sample / 2**20:.2f} MiB")
     for w in (1, 2):
+        item = statistics.median(r["seconds"] for j in jobs[w] for r in j[3])
+        per = statistics.median([w / r for r in rate[w]])
+        print(f"   {w} worker(s): steady {per:.3f} s/object per worker = item {item:.3f} s (record) + "
+              f"{per - item:.3f} s between items (scheduling, shard open, marker)")
+    for w in (1, 2):
         recs = [r for j in jobs[w] for r in j[3]]
         print(f"\n   per-stage seconds of an object inside a job, {w} worker(s) ({len(recs)} items; shard markers)")
         for st, sec, share in stage_table(recs):
             print(f"     {st:32}{sec:>8.3f} s {100 * share:>6.1f} %")
+    print("\n   the write stage by array (one sample into a fresh store, median of 3; encode + write):")
+    for name, sec, mib in writes:
+        print(f"     {name:32}{sec:>8.3f} s {mib:>8.1f} MiB raw")
     print(f"\n   one process for comparison: {med['atlas']:.3f} s/object (includes load + normalise, no write)")
 
 

@@ -37,18 +37,19 @@ from trainer import train as T  # noqa: E402
 from trainer.compact import batch_bytes  # noqa: E402
 from trainer.conditions import collate  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.data import CODEC_PIPELINES, MixedStores, make_loader  # noqa: E402
+from trainer.data import CODEC_PIPELINES, MixedStores, make_loader, use_codec_pipeline  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 
 
 def bench_loader(store: str, workers: int, frames: int, clips: int, repeats: int = 3, compact: bool = True,
-                 codec_pipeline: str = "zarr") -> dict:
+                 codec_pipeline: str = "auto") -> dict:
     """clips/s of the DataLoader: ``repeats`` runs of ``clips`` clips after a warm-up batch; the median
     and the range of the runs, and the bytes a worker moves per clip (the collated batch's tensors)."""
     cfg = load_config("sd15", overrides=dict(stores=[store], frames=frames, num_workers=workers))
     ds = MixedStores(cfg.stores, cfg, frames=frames)
     res = ds.readers[0].layout.resolution
     it = iter(make_loader(ds, 1, num_workers=workers, compact=compact, codec_pipeline=codec_pipeline))
+    codec_pipeline = use_codec_pipeline(codec_pipeline)  # what the workers resolved "auto" to
     next(it)  # worker start-up (spawn + imports) is not throughput
     rates, moved = [], []
     for _ in range(repeats):
@@ -121,8 +122,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3, help="loader runs of --clips clips (median and range)")
     ap.add_argument("--dense", action="store_true", help="move dense layer maps (the path before boxes)")
-    ap.add_argument("--codec-pipeline", choices=CODEC_PIPELINES, default="zarr",
-                    help="zarr-python's codec pipeline or the Rust one of the optional 'zarrs' package")
+    ap.add_argument("--codec-pipeline", choices=CODEC_PIPELINES, default="auto",
+                    help="zarr-python's codec pipeline or the Rust one of the optional 'zarrs' package "
+                         "(auto: zarrs when installed)")
     ap.add_argument("--loader-only", action="store_true", help="skip the step rows")
     args = ap.parse_args()
     rows = []

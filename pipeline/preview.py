@@ -44,24 +44,20 @@ def _row(reader, i: int) -> tuple[list[Image.Image], list[str]]:
     return tiles, labels
 
 
-def write_preview(store: Path, out: Path, n_samples: int = 3, gif: Path | None = None) -> list[Path]:
-    """Write the contact sheet PNG (and an optional GIF); returns the paths written."""
+def write_preview(store: Path, out: Path, n_samples: int = 3, gif: Path | None = None,
+                  by_kind: dict | None = None) -> list[Path]:
+    """Write the contact sheet PNG (and an optional GIF); returns the paths written.
+    ``by_kind``: store kind -> ``fn(reader, out, n_samples, gif)`` drawing that kind's own sheet
+    (the jobs' previews: ``cli.py`` passes them, shared code imports no job folder); other kinds
+    get the object sheet below."""
     reader = open_reader(store)
     if len(reader) == 0:
         from pipeline.errors import UserError
 
         raise UserError(f"{store} has no valid samples to preview")
-    if reader.layout.kind == "human":  # no layers or object views: its own sheet
-        from pipeline.human.preview_human import preview_human
-
-        return preview_human(reader, Path(out), n_samples, gif)
-    if reader.layout.kind == "hoi":
-        try:
-            from pipeline.hoi.preview_hoi import preview_hoi
-        except ImportError:
-            preview_hoi = None
-        if preview_hoi is not None:
-            return preview_hoi(reader, Path(out), n_samples, gif)
+    own = (by_kind or {}).get(reader.layout.kind)
+    if own is not None:
+        return own(reader, Path(out), n_samples, gif)
     idx = np.linspace(0, len(reader) - 1, min(n_samples, len(reader))).round().astype(int)
     rows = [(_row(reader, int(i)), reader.key(int(i))) for i in idx]
     n_cols = max(len(r[0][0]) for r in rows)

@@ -96,16 +96,6 @@ def valid_2d(points: np.ndarray) -> np.ndarray:
     return (np.asarray(points) >= 0).all(axis=-1)
 
 
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit area-weighted vertex normals [V,3] of a triangle mesh (verts [V,3], faces [F,3])."""
-    v = np.asarray(verts, np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def occlusion_u8(depth: np.ndarray, tau: float) -> np.ndarray:
     """D of one frame's layers [L,R,R] depth -> uint8 [L,R,R] (D * 255, rounded)."""
     return np.round(occlusion_confidence(np.asarray(depth, np.float32), tau) * 255).astype(np.uint8)
@@ -206,6 +196,8 @@ class _Logger:
                 self.log(path, rr.Clear(recursive=True))
                 continue
             if meshes is not None:
+                from pipeline.render.mlo import vertex_normals  # the MLO layers' own normals
+
                 m = models[side]
                 v = to_world(meshes[side][t], pose)
                 self.log(path, rr.Mesh3D(vertex_positions=v, triangle_indices=m.faces,

@@ -13,12 +13,13 @@ a big-endian integer / 2**64, a uniform number in [0, 1) that is the same on eve
   may move back to training, never the other way round within a run.
 * ``split_by="toolkit"``: a store made from a dataset's official split (``render-hoi dexycb
   --split s0-test``; the store manifest records ``official_split``) is wholly test when that name
-  ends in ``-test`` (or ``-val``) and wholly train otherwise.
+  has a part ``test`` or ``val`` (``s0-test``, ``p1-val``, TACO's ``test_1``) and wholly train otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 SPLITS = ("train", "test", "all")
 SPLIT_BY = ("hash", "toolkit")
@@ -40,10 +41,12 @@ def held_out_keys(keys, fraction: float = TEST_FRACTION) -> set[str]:
 
 
 def official_is_test(official_split: str | None) -> bool | None:
-    """For ``split_by="toolkit"``: True/False from the store's recorded official split, None if unknown."""
+    """For ``split_by="toolkit"``: True/False from the store's recorded official split, None if unknown.
+    Held out when a ``-``/``_``-separated part of the name is ``test`` or ``val``: DexYCB ``s0-test``,
+    ARCTIC ``p1-val`` / ``p1_test``, TACO ``test_1`` .. ``test_4``."""
     if not official_split:
         return None
-    return official_split.endswith(("-test", "-val"))
+    return bool({"test", "val"} & set(re.split(r"[-_]", str(official_split).lower())))
 
 
 def check_split(split: str) -> str:

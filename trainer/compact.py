@@ -35,6 +35,18 @@ def _row_or(x: np.ndarray) -> np.ndarray:
     return np.bitwise_or.reduce(x, axis=-1) != 0
 
 
+def _col_or(x: np.ndarray) -> np.ndarray:
+    """[h, W, ...] contiguous -> bool [W]: any non-zero byte in column w (OR is bytewise, so the rows
+    are OR-ed 8 bytes at a time where the row allows, then split back into pixels)."""
+    h, w = x.shape[:2]
+    flat = x.reshape(h, -1).view(np.uint8)
+    if flat.shape[1] % 8 == 0:
+        acc = np.bitwise_or.reduce(flat.view(np.uint64), axis=0).view(np.uint8)
+    else:
+        acc = np.bitwise_or.reduce(flat, axis=0)
+    return acc.reshape(w, -1).any(-1)
+
+
 def compact_layers(normal: np.ndarray, depth: np.ndarray, layer_idx: np.ndarray) -> dict[str, np.ndarray]:
     """Dense stored layers of one item -> its boxes and box pixels.
 
@@ -49,7 +61,7 @@ def compact_layers(normal: np.ndarray, depth: np.ndarray, layer_idx: np.ndarray)
         ys = np.flatnonzero(rows[f, s])
         y0, y1 = int(ys[0]), int(ys[-1]) + 1
         n, d = normal[f, s, y0:y1], depth[f, s, y0:y1]
-        cols = np.bitwise_or.reduce(n, axis=0).any(-1) | (np.bitwise_or.reduce(d.view(np.uint16), axis=0) != 0)
+        cols = _col_or(n) | _col_or(d)
         xs = np.flatnonzero(cols)
         x0, x1 = int(xs[0]), int(xs[-1]) + 1
         if layer_idx[s] < 0:
@@ -63,6 +75,13 @@ def compact_layers(normal: np.ndarray, depth: np.ndarray, layer_idx: np.ndarray)
             "depth_px": np.concatenate(dpx) if dpx else np.zeros((0,), depth.dtype)}
 
 
+def compact_item(item: dict) -> dict:
+    """A raw item (trainer.conditions) with dense "normal"/"depth" -> the same item with boxes instead
+    (boxes [K, 6], normal_px, depth_px; the pixels are copies: the dense maps may be reused buffers)."""
+    rest = {k: v for k, v in item.items() if k not in ("normal", "depth")}
+    return {**rest, **compact_layers(item["normal"], item["depth"], np.asarray(item["layer_idx"]))}
+
+
 def collate_compact(items: list[dict]) -> dict:
     """Like ``trainer.conditions.collate``, but the layer maps travel as boxes (module docstring).
     Items may hold dense "normal"/"depth" (compacted here, in the worker) or be compact already."""
@@ -71,8 +90,7 @@ def collate_compact(items: list[dict]) -> dict:
     boxes, npx, dpx, rest = [], [], [], []
     for b, it in enumerate(items):
         if "boxes" not in it:
-            it = {**{k: v for k, v in it.items() if k not in ("normal", "depth")},
-                  **compact_layers(it["normal"], it["depth"], np.asarray(it["layer_idx"]))}
+            it = compact_item(it)
         bx = np.asarray(it["boxes"], np.int32)
         boxes.append(np.concatenate([np.full((len(bx), 1), b, np.int32), bx], axis=1))
         npx.append(it["normal_px"])

@@ -133,9 +133,16 @@ class Evaluation:
         done = {}
         lines = self.out / "clips.jsonl"
         if lines.exists():
-            for line in lines.read_text().splitlines():
-                if line.strip():
+            text = lines.read_text()
+            if text and not text.endswith("\n"):
+                with open(lines, "a") as fh:  # end a torn last line, so the next record starts a line of its own
+                    fh.write("\n")
+            for line in text.splitlines():
+                try:
                     rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # blank, or the torn last line of a killed run: that clip is generated again
+                if isinstance(rec, dict) and "id" in rec:
                     if (self.out / "clips" / f"{rec['id']}.npz").exists():
                         done[rec["id"]] = rec
         return done

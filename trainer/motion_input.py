@@ -55,10 +55,13 @@ def sequence_from_motion(npz: Path, mesh: Path, folder: Path, background: Path |
         z = np.load(npz)
     except (OSError, ValueError) as e:
         raise UserError(f"--motion {npz}: not a readable .npz ({type(e).__name__})") from None
+    if not hasattr(z, "files"):  # np.load gave one array: a .npy file, not an .npz of named fields
+        raise UserError(f"--motion {npz}: a single array, not an .npz of named fields (see python cli.py generate --help)")
     poses = np.asarray(_get(z, "object_poses"), np.float64)
     n = len(poses)
-    hands = {s: HandSequence(pose=np.asarray(z[f"{s}_pose"], np.float64), betas=np.asarray(z[f"{s}_betas"], np.float64),
-                             trans=np.asarray(z[f"{s}_trans"], np.float64),
+    hands = {s: HandSequence(pose=np.asarray(z[f"{s}_pose"], np.float64),
+                             betas=np.asarray(_get(z, f"{s}_betas"), np.float64),
+                             trans=np.asarray(_get(z, f"{s}_trans"), np.float64),
                              valid=np.asarray(_get(z, f"{s}_valid", np.ones(n, bool)), bool))
              for s in SIDES if f"{s}_pose" in z.files}
     if not hands:

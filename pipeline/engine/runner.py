@@ -13,6 +13,7 @@ the nodes left. ``retry_failed`` re-runs recorded failures of finished shards in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -205,6 +206,11 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         if not resume:
             raise UserError(f"--retry-failed needs the existing store at --out {out}, made with the same arguments")
         retry = {k: keys for k, keys in retry_plan(out, list(retry_failed)).items() if k in done}
+        recorded = {r["stage"] for m in shard_writer.read_markers(out) for r in m["items"] if not r["ok"]}
+        unknown = sorted(set(retry_failed) - recorded)
+        if unknown:  # a typo must not pass as "nothing to retry"
+            job = dataclasses.replace(job, notes=[*job.notes, f"--retry-failed: no recorded failures of stage "
+                                                  f"{', '.join(unknown)} (recorded: {', '.join(sorted(recorded)) or 'none'})"])
     retry_run = uuid.uuid4().hex[:12]
     todo = [k for k in range(len(shards)) if k not in done] + sorted(retry)
     # Ray first: a bad --address or an impossible GPU request must not leave a store behind

@@ -99,6 +99,14 @@ class HoiAdapter(Protocol):
         """uint8 [H,W,3] scene reference of the item's camera (the dataset's best choice)."""
 
 
+def pick_names(names: list[str], wanted: list[str] | None) -> list[str]:
+    """The ``names`` a selection option keeps (``--subjects``/``--sequences``/``--cameras``): each
+    matches a wanted value exactly or as a suffix (e.g. 'subject-01'); all when none is given."""
+    if not wanted:
+        return names
+    return [n for n in names if any(n == str(w) or n.endswith(str(w)) for w in wanted)]
+
+
 def frame_windows(n_frames: int, frames_per_window: int, stride: int, valid=None,
                   min_valid: float = 0.0) -> list[list[int]]:
     """Non-overlapping windows of ``frames_per_window`` frames taken every ``stride`` source

@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 from pipeline import crop
 from pipeline.hands.model import GL_FROM_CV, HandModel, cv_to_gl
 from pipeline.hoi.adapter import ClipData
-from pipeline.mesh_io import CanonicalObject
+from pipeline.mesh_io import CanonicalObject, load_object
 from pipeline.object_refs import object_points, reference_views
 from pipeline.render.cameras import project
 from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
@@ -58,6 +58,13 @@ class ObjectModel:
         views = reference_views(obj, rgb_renderer, cfg.ref_cam_distance, cfg.resolution)
         pts, nrm = object_points(obj, cfg.seed)
         return cls(obj, v, np.asarray(obj.mesh.vertex_normals), np.asarray(obj.mesh.faces), views, pts, nrm)
+
+
+def load_layer_object(uid: str, path: str) -> CanonicalObject:
+    """The dataset's object mesh for the object layer, canonicalised with ``normalise="bbox"``:
+    every face is kept ("bulk" drops far-away parts, but the layer must hold all of the object
+    the RGB frames show)."""
+    return load_object(uid, path, max_file_mb=512, max_faces=2_000_000, max_texture_px=2048, normalise="bbox")
 
 
 def _object_parts(clip: ClipData, obj: ObjectModel | None) -> list[tuple[np.ndarray, np.ndarray]]:

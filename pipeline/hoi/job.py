@@ -17,9 +17,8 @@ from pipeline.engine.runner import Job, auto_samples_per_shard
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed
 from pipeline.hands.model import hand_models
-from pipeline.hoi.clip_sample import ObjectModel, build_sample
+from pipeline.hoi.clip_sample import ObjectModel, build_sample, load_layer_object
 from pipeline.hoi.datasets import get_adapter
-from pipeline.mesh_io import load_object
 from schemas import LAYER_NAMES, StoreLayout
 from schemas.config import HoiConfig
 from schemas.store import SAMPLE_ATTRS
@@ -36,7 +35,7 @@ def hoi_layout(cfg: HoiConfig) -> StoreLayout:
 def _object_model(path: str, uid: str, cfg: HoiConfig) -> ObjectModel:
     from pipeline.render.workers import worker_renderers
 
-    obj = load_object(uid, path, max_file_mb=512, max_faces=2_000_000, max_texture_px=2048)
+    obj = load_layer_object(uid, path)
     return ObjectModel.build(obj, worker_renderers(cfg.resolution, cfg.ref_yfov_deg).rgb, cfg)
 
 

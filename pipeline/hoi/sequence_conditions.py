@@ -16,9 +16,8 @@ def render_conditions(folder: Path, camera: str | None, resolution: int, hand_mo
     """The contract sample (all frames of the sequence, one crop) rendered by the HOI pipeline's own
     code, and a description of what was used."""
     from pipeline.hands.model import hand_models
-    from pipeline.hoi.clip_sample import ObjectModel, build_sample
+    from pipeline.hoi.clip_sample import ObjectModel, build_sample, load_layer_object
     from pipeline.hoi.datasets.sequence import SequenceAdapter
-    from pipeline.mesh_io import load_object
     from pipeline.render.workers import worker_renderers
     from pipeline.sequence_format import read_sequence
     from schemas.config import ConfigError, HoiConfig
@@ -49,7 +48,7 @@ def render_conditions(folder: Path, camera: str | None, resolution: int, hand_mo
     if clip.object_mesh is not None:
         # the object's id seeds its points: the same rule as render-hoi (pipeline.hoi.job)
         uid = clip.object_uid or clip.object_mesh.parent.name
-        loaded = load_object(uid, str(clip.object_mesh), max_file_mb=512, max_faces=2_000_000, max_texture_px=2048)
+        loaded = load_layer_object(uid, str(clip.object_mesh))
         obj = ObjectModel.build(loaded, renderers.rgb, hoi)
     sample = build_sample(clip, adapter.background(folder, item), models, obj, renderers.layers, hoi)
     used = {"sequence": str(folder.resolve()), "item": item.key, "frames": n, "hand_model": hoi.hand_model,

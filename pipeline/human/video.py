@@ -136,6 +136,9 @@ def read_masks(src: VideoSource, ids: list[int]) -> dict[int, np.ndarray] | None
     if src.masks is None:
         return None
     files = _images(src.masks)
+    n_frames = len(_images(src.path / "images"))
+    if len(files) != n_frames:  # masks pair with frames by order: a missing one would shift every later mask
+        raise StepFailed("load", f"{src.masks.name}/ holds {len(files)} masks for {n_frames} frames")
     try:
         return {i: np.asarray(Image.open(files[i]).convert("L")) > 127 for i in sorted(set(ids))}
     except (OSError, IndexError) as e:

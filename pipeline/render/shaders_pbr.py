@@ -152,3 +152,27 @@ def fragment_source(n_lights: int, features) -> str:
     ``HAS_EMISSIVE``, ``ALPHA_MASK``, ``DOUBLE_SIDED``."""
     defines = "".join(f"#define {f}\n" for f in sorted(features))
     return f"#version 330 core\n#define N_LIGHTS {int(n_lights)}\n" + defines + FRAG
+
+
+# The resolve-and-composite pass of the atlas: one full-rectangle quad over the used corner
+# (vertices from gl_VertexID, no buffers). Premultiplied MSAA colour c (mean of the samples)
+# over the background b: c.rgb + b * (1 - c.a); alpha = coverage.
+COMPOSITE_VERT = """
+#version 330 core
+void main() {
+    gl_Position = vec4(float(gl_VertexID & 1) * 2.0 - 1.0, float(gl_VertexID >> 1) * 2.0 - 1.0, 0.0, 1.0);
+}
+"""
+
+COMPOSITE_FRAG = """
+uniform sampler2DMS colour;
+uniform sampler2D background;
+out vec4 frag_color;
+void main() {
+    ivec2 p = ivec2(gl_FragCoord.xy);
+    vec4 c = vec4(0.0);
+    for (int s = 0; s < N_SAMPLES; s++) c += texelFetch(colour, p, s);
+    c /= float(N_SAMPLES);
+    frag_color = vec4(c.rgb + texelFetch(background, p, 0).rgb * (1.0 - c.a), c.a);
+}
+"""

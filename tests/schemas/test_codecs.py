@@ -74,13 +74,19 @@ def test_tensorstore_reads_every_array_bit_identically(tmp_path, kind):
 
 
 def test_layer_maps_are_one_chunk_per_frame(tmp_path):
-    """Schema v3: a frame's layers share one chunk, so a T-frame read touches T chunks per map."""
+    """Schema v3: a frame's layers share one chunk, so a T-frame read touches T chunks per map; a frame
+    with no layer present is not on disk (the shard index marks it empty)."""
     out = tmp_path / "hoi.zarr"
     _write(out, "hoi")
     for name in ("mlo_normal", "mlo_depth"):
         meta = json.loads((out / name / "zarr.json").read_text())
         inner = meta["codecs"][0]["configuration"]["chunk_shape"]
         assert inner[:3] == [1, 1, len(LAYER_NAMES)] and inner[3:5] == [32, 32], (name, inner)
+        shard = (out / name / "c" / "0").joinpath(*["0"] * (len(inner) - 1)).read_bytes()
+        n = 2 * 3  # samples per shard x frames: one chunk each
+        index = np.frombuffer(shard[-(n * 16 + 4):-4], dtype="<u8").reshape(2, 3, 2)
+        written = index[..., 0] != np.iinfo(np.uint64).max
+        assert written.tolist() == [[True, False, True]] * 2, name   # frame 1 has no layer: no chunk
 
 
 def test_zarrs_codec_pipeline_reads_the_same(tmp_path):
@@ -91,7 +97,8 @@ def test_zarrs_codec_pipeline_reads_the_same(tmp_path):
     out = tmp_path / "hoi.zarr"
     layout, _ = _write(out, "hoi")
     want = StoreReader(out).read(1)
-    with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
+    # strict: zarrs itself decodes every array (no silent fall-back to zarr-python's codecs)
+    with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline", "codec_pipeline.strict": True}):
         got = StoreReader(out).read(1)
     for name in want:
         assert want[name].tobytes() == got[name].tobytes(), name

@@ -106,3 +106,21 @@ def test_ablation_configs_differ_from_the_full_model_in_one_option():
         cfg = load_config(file=root / f"{name}.yaml").to_dict()
         diff = {k: v for k, v in cfg.items() if full[k] != v and k != "run_dir"}
         assert diff == change, name
+
+
+def test_unusable_weight_files_are_one_line_errors(tmp_path):
+    """A weights file that exists but is not the network's (not a torch file, wrong keys): a one-line
+    UserError naming the option, not a torch / ValueError traceback."""
+    from pipeline.errors import UserError
+    from trainer.metrics.networks import load_networks
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"something.else": torch.zeros(3)}, wrong)
+    with pytest.raises(UserError, match="--inception"):
+        load_networks(inception_weights=junk, hands=False)
+    with pytest.raises(UserError, match="--lpips-trunk/--lpips-lin"):
+        load_networks(lpips_trunk=wrong, lpips_lin=wrong, hands=False)
+    with pytest.raises(UserError, match="--i3d"):
+        load_networks(i3d_weights=junk, hands=False)

@@ -66,3 +66,22 @@ def test_evaluate_writes_every_metric_resumes_and_compares(stage1_run, objaverse
     with pytest.raises(UserError, match="does not exist"):
         evaluate(run["checkpoint"], [str(objaverse_store)], str(tmp_path / "e2"), inception=str(tmp_path / "nope.pth"),
                  steps=2, log=said.append)
+
+
+def test_resume_survives_a_torn_clips_jsonl_line(tmp_path):
+    """A run killed while appending to clips.jsonl leaves a torn last line: the next run must
+    not crash on it; the torn clip is generated again and the next record starts its own line."""
+    from trainer.evaluate import Evaluation
+
+    ev = Evaluation.__new__(Evaluation)
+    ev.out, ev.run = tmp_path / "eval", {"split": "test"}
+    (ev.out / "clips").mkdir(parents=True)
+    (ev.out / "run.json").write_text(json.dumps(ev.run))
+    for cid in ("a", "b"):
+        (ev.out / "clips" / f"{cid}.npz").write_bytes(b"x")
+    (ev.out / "clips.jsonl").write_text(json.dumps({"id": "a", "psnr_full": 1.0}) + "\n" + '{"id": "b", "psn')
+    done = ev._check_out()
+    assert set(done) == {"a"}
+    with open(ev.out / "clips.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "b"}) + "\n")
+    assert set(ev._check_out()) == {"a", "b"}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import UserError
 from trainer.inference import blend_weights, plan_windows
 
 FRAMES = 10  # > the tiny model's 4-frame window
@@ -91,3 +92,24 @@ def test_user_reference_images_replace_the_rendered_views(tmp_path):
     (tmp_path / "top.png").unlink()
     with pytest.raises(UserError, match="no top.png"):
         user_references(tmp_path, 64)
+
+
+def test_a_motion_file_missing_a_hand_field_is_a_one_line_error(tmp_path):
+    """A hand with a pose but no betas / trans, or a .npy instead of an .npz: UserError naming
+    what is wrong, not a KeyError / AttributeError traceback."""
+    from trainer.motion_input import sequence_from_motion
+
+    mesh = tmp_path / "box.obj"
+    mesh.write_text("v 0 0 0\nv 0.1 0 0\nv 0 0.1 0\nf 1 2 3\n")
+    n = 2
+    base = dict(right_pose=np.zeros((n, 48)), object_poses=np.tile(np.eye(4), (n, 1, 1)), K=np.eye(3),
+                width=8, height=8)
+    for missing in ("right_betas", "right_trans"):
+        fields = dict(base, right_betas=np.zeros(10), right_trans=np.zeros((n, 3)))
+        del fields[missing]
+        np.savez(tmp_path / "motion.npz", **fields)
+        with pytest.raises(UserError, match=missing):
+            sequence_from_motion(tmp_path / "motion.npz", mesh, tmp_path / f"seq_{missing}")
+    np.save(tmp_path / "motion.npy", np.zeros((n, 48)))  # one array, not named fields
+    with pytest.raises(UserError, match="not an .npz"):
+        sequence_from_motion(tmp_path / "motion.npy", mesh, tmp_path / "seq_npy")

@@ -92,3 +92,22 @@ def test_loader_moves_boxes_from_a_real_store_and_conditions_match_dense(tmp_pat
     a, b = prepare_batch(dense), prepare_batch(compact)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_codec_pipelines_give_the_same_batches(tmp_path):
+    from pipeline.errors import UserError
+    from trainer.data import use_codec_pipeline
+
+    store = write_hoi_store(tmp_path / "s.zarr", LAYER_NAMES[:4], n=2, seed=1)
+    cfg = load_config("tiny", overrides=dict(stores=[str(store)], split="all"))
+    ds = MixedStores(cfg.stores, cfg, frames=3)
+    with pytest.raises(UserError, match="codec pipeline"):
+        use_codec_pipeline("fast")
+    try:
+        want = next(iter(make_loader(ds, 2, codec_pipeline="zarr")))
+        pytest.importorskip("zarrs", reason="zarrs is optional (pip install zarrs)")
+        got = next(iter(make_loader(ds, 2, codec_pipeline="zarrs")))
+        for k in want:
+            assert torch.equal(want[k], got[k]), k
+    finally:
+        use_codec_pipeline("zarr")  # leave this process as it was

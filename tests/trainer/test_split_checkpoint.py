@@ -129,3 +129,15 @@ def test_toolkit_split_follows_the_official_split_the_store_was_made_from(tmp_pa
         r = StoreReader(store, split="test", split_by="toolkit")
         assert r.official_split == official and len(r) == n_test
         assert len(StoreReader(store, split="train", split_by="toolkit")) == 2 - n_test
+
+
+def test_every_adapters_held_out_split_names_count_as_test():
+    """split_by=toolkit on stores made with each adapter's own split names (render-hoi --split):
+    DexYCB s*-test/val, ARCTIC p1-* (also written p1_test), TACO train / test_1..test_4."""
+    from schemas.split import official_is_test
+
+    for name in ("s0-test", "s3-val", "p1-test", "p1_val", "p1a-test", "test_1", "test_4"):
+        assert official_is_test(name) is True, name
+    for name in ("s0-train", "p1-train", "p1_train", "train"):
+        assert official_is_test(name) is False, name
+    assert official_is_test(None) is None

@@ -32,6 +32,18 @@ def _need(path, option: str) -> Path:
     return p
 
 
+def _build(what: str, paths: str, make):
+    """``make()``, with a weights file that cannot be loaded (not a torch file, wrong keys or
+    shapes) turned into a one-line UserError naming the option and the file."""
+    try:
+        return make()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001  (torch.load / load_state_dict raise many kinds)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"{what} {paths}: not usable weights ({type(e).__name__}: {first})") from None
+
+
 def load_networks(inception_weights=None, lpips_trunk=None, lpips_lin=None, i3d_weights=None, hands: bool = True,
                   random_init: bool = False, device="cpu") -> Networks:
     import torch
@@ -46,19 +58,22 @@ def load_networks(inception_weights=None, lpips_trunk=None, lpips_lin=None, i3d_
         n.sources.update(inception="random-init (test only)", lpips="random-init (test only)")
     else:
         if inception_weights:
-            n.inception = inception.InceptionFeatures(_need(inception_weights, "--inception")).to(dev)
+            path = _need(inception_weights, "--inception")
+            n.inception = _build("--inception", path, lambda: inception.InceptionFeatures(path).to(dev))
             n.sources["inception"] = str(inception_weights)
         else:
             n.missing["fid"] = (f"no Inception weights: pass --inception {inception.WEIGHTS_NAME} "
                                 f"(pytorch-fid's file, from {inception.WEIGHTS_URL})")
         if lpips_trunk and lpips_lin:
-            n.lpips = lpips.LPIPS(_need(lpips_trunk, "--lpips-trunk"), _need(lpips_lin, "--lpips-lin")).to(dev)
+            trunk, lin = _need(lpips_trunk, "--lpips-trunk"), _need(lpips_lin, "--lpips-lin")
+            n.lpips = _build("--lpips-trunk/--lpips-lin", f"{trunk} / {lin}", lambda: lpips.LPIPS(trunk, lin).to(dev))
             n.sources["lpips"] = f"{lpips_trunk} + {lpips_lin}"
         else:
             n.missing["lpips"] = (f"no LPIPS weights: pass --lpips-trunk {lpips.TRUNK_NAME} (from {lpips.TRUNK_URL}) "
                                   f"and --lpips-lin {lpips.LIN_NAME} (from {lpips.LIN_URL})")
     if i3d_weights:
-        n.i3d = fvd.I3DFeatures(_need(i3d_weights, "--i3d"), dev)
+        path = _need(i3d_weights, "--i3d")
+        n.i3d = _build("--i3d", path, lambda: fvd.I3DFeatures(path, dev))
         n.sources["i3d"] = str(i3d_weights)
     else:
         n.missing["fvd"] = f"no I3D weights: pass --i3d {fvd.I3D_NAME} (StyleGAN-V's TorchScript I3D, from {fvd.I3D_URL})"

@@ -72,6 +72,7 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.parts import JOINT21_ORDER
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
+from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import coverage_mask, median_reference
 from pipeline.hoi.datasets.arctic_object import MM, object_model, object_pose, split_parts, top_rotation
 
@@ -182,12 +183,6 @@ def _processed(path: str) -> dict[str, np.ndarray]:
     if "bbox" in data:
         out["bbox"] = np.asarray(data["bbox"], np.float64)
     return out
-
-
-def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
-    if not wanted:
-        return names
-    return [n for n in names if any(n == str(w) or n.endswith(str(w)) for w in wanted)]
 
 
 def _split(root: Path, name: str | None) -> set[str] | None:

@@ -41,6 +41,7 @@ from PIL import Image
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
+from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
 
@@ -69,13 +70,6 @@ def read_yaml(path: Path, what: str, error=UserError) -> dict:
     if not isinstance(data, dict):
         raise fail(f"{what} {path} is not a YAML mapping")
     return data
-
-
-def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
-    """Names matching the selection (exact or suffix, e.g. 'subject-01'); all when none given."""
-    if not wanted:
-        return names
-    return [n for n in names if any(n == w or n.endswith(w) for w in wanted)]
 
 
 def _split(name: str | None) -> Split | None:

@@ -33,17 +33,12 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
+from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.sequence_format import Sequence, absolute_pose, read_frames, read_sequence
 from pipeline.sequence_format.model import SIDES
 from pipeline.sequence_format.read import check_frame_counts
 
 BACKGROUND_FRAMES = 9
-
-
-def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
-    if not wanted:
-        return names
-    return [n for n in names if any(n == w or n.endswith(w) for w in wanted)]
 
 
 def sequence_folders(root: Path) -> dict[str, str]:

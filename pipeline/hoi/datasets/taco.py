@@ -65,6 +65,7 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
+from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.torch_pickle import TensorUnpickler
 
@@ -164,12 +165,6 @@ def read_video_frames(path: Path, frame_ids: list[int]) -> dict[int, np.ndarray]
     if len(out) != len(want):
         raise StepFailed("load", f"{Path(path).name} has fewer frames than the annotation ({max(want) + 1} needed)")
     return out
-
-
-def _pick(names: list[str], wanted: list[str] | None) -> list[str]:
-    if not wanted:
-        return names
-    return [n for n in names if any(n == w or n.endswith(w) for w in wanted)]
 
 
 class TacoAdapter:

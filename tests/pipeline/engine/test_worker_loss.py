@@ -89,8 +89,10 @@ def test_killed_workers_lose_no_good_object_and_retry_failed_brings_failures_bac
             np.testing.assert_array_equal(reader.read(i)[name], arr, err_msg=name)
     for m in good_marker:  # a shard with nothing to retry keeps its marker byte for byte
         assert json.loads(shard_writer.marker_path(out, m["shard"]).read_text()) == m
-    # nothing left to retry: nothing runs
+    # nothing left to retry: nothing runs; a stage with no recorded failure (a typo) is said, not silent
     assert runner.run(job, workers=1, progress=False, retry_failed=[]).shards_run == 0
+    typo = runner.run(job, workers=1, progress=False, retry_failed=["wroker"])
+    assert typo.shards_run == 0 and any("no recorded failures of stage wroker" in n for n in typo.notes)
     assert len(list(out.glob("_shards/*.tmp*"))) == 0
 
 

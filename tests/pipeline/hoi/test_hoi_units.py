@@ -49,3 +49,22 @@ def test_masked_median_matches_nanmedian():
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         ref = np.nanmedian(np.where(keep, v, np.nan), axis=0)
     np.testing.assert_allclose(_masked_median(v, keep), ref, rtol=1e-6, equal_nan=True)
+
+
+def test_object_layer_mesh_keeps_every_part_of_the_datasets_object(tmp_path):
+    """The HOI object layer draws the dataset's mesh whole: a part far from the body (a lid set
+    aside, a second piece) stays, where Objaverse's "bulk" normalisation would drop it."""
+    import trimesh
+
+    from pipeline.hoi.clip_sample import load_layer_object
+
+    body = trimesh.creation.box((0.1, 0.1, 0.1))
+    far = trimesh.creation.box((0.01, 0.01, 0.01))
+    far.apply_translation((0.5, 0.0, 0.0))
+    mesh = trimesh.util.concatenate([body, far])
+    mesh.export(tmp_path / "two_parts.obj")
+    obj = load_layer_object("two_parts", str(tmp_path / "two_parts.obj"))
+    assert obj.faces == len(mesh.faces)
+    # the canonical frame still maps the file's vertices exactly (the layer poses them with it)
+    back = obj.mesh.vertices @ np.linalg.inv(obj.to_canonical)[:3, :3].T + np.linalg.inv(obj.to_canonical)[:3, 3]
+    assert np.abs(back).max() == pytest.approx(np.abs(mesh.vertices).max())

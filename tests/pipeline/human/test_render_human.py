@@ -94,6 +94,7 @@ def test_resume_skips_done_shards(ray_cluster, run, demo):
 
 
 def test_inspect_preview_export_show_the_store(run, tmp_path):
+    from pipeline.human.preview_human import preview_human
     from pipeline.inspect_store import export_npz, format_report, inspect
     from pipeline.preview import write_preview
 
@@ -101,7 +102,8 @@ def test_inspect_preview_export_show_the_store(run, tmp_path):
     report = inspect(out)
     assert report["kind"] == "human" and report["samples"] == 3 and "skeleton" in report["arrays"]
     assert "mlo_normal" not in report["arrays"] and "none (human store" in format_report(report)
-    png, gif = write_preview(out, tmp_path / "p.png", 3, tmp_path / "p.gif")
+    png, gif = write_preview(out, tmp_path / "p.png", 3, tmp_path / "p.gif",
+                             by_kind={"human": preview_human})
     from PIL import Image
 
     assert Image.open(png).size[0] >= 10 * 128 and Image.open(gif).n_frames == T
@@ -148,3 +150,23 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, says):
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_missing_mask_is_an_error_not_a_shift(tmp_path):
+    """Masks pair with frames by order: one mask short would shift every later mask onto the
+    wrong frame, so a count mismatch is the item's failure ("load")."""
+    from PIL import Image
+
+    from pipeline.errors import StepFailed
+    from pipeline.human.video import find_videos, read_masks
+
+    d = tmp_path / "v1"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(d / "images" / f"{i:04d}.png")
+        if i != 1:
+            Image.new("L", (8, 8), 255 * (i % 2)).save(d / "masks" / f"{i:04d}.png")
+    src = find_videos(tmp_path)[0]
+    with pytest.raises(StepFailed, match="3 masks for 4 frames"):
+        read_masks(src, [0, 1])
