@@ -73,9 +73,8 @@ def render_objaverse(
     check_writable(out)
     job = objaverse_job.build_job(source, out, cfg, limit, str(uids) if uids else None, lvis,
                                   str(cache_dir) if cache_dir else None, workers, xl_source, license)
-    stages = None if retry_failed is None else [x.strip() for x in retry_failed.split(",") if x.strip() not in ("", "all")]
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
-                         retry_failed=stages)
+                         retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
 
 
@@ -157,7 +156,6 @@ def _optional_values(argv: list[str], defaults: dict[str, str]) -> None:
         if argv[i] in defaults and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
             argv.insert(i + 1, defaults[argv[i]])
         i += 1
-
 
 
 # generate composes the two halves: the HOI pipeline renders the motion's conditions, the trainer samples

@@ -167,6 +167,14 @@ def _init_ray(workers: int, address: str | None):
     return True
 
 
+def retry_stages(value: str | None) -> list[str] | None:
+    """``--retry-failed`` as typed: None (not given) -> None; "all" or "" -> [] (every stage);
+    "load, fetch" -> ["load", "fetch"]."""
+    if value is None:
+        return None
+    return [x.strip() for x in value.split(",") if x.strip() not in ("", "all")]
+
+
 def retry_plan(out: Path, stages: list[str]) -> dict[int, list[str]]:
     """Finished shards with recorded failures to re-run: shard -> failed keys whose stage is
     in ``stages`` (every stage when empty)."""

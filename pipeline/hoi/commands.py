@@ -52,6 +52,9 @@ def render_hoi(
     address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds per item (sequence x camera) before it is recorded as failed")] = 600.0,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
+    retry_failed: Annotated[str | None, typer.Option(
+        metavar="[STAGE,...]",
+        help="re-run recorded failures of these stages (comma-separated; alone: all) into the same store")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Hand-object dataset -> an HOI store: RGB crops, 13 MLO layers, object views/points, MANO, joints."""
@@ -79,7 +82,8 @@ def render_hoi(
         typer.echo("note: hands are the stand-in hand (not MANO)", err=True)
     for note in job.notes:
         typer.echo(f"note: {note}", err=True)
-    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
+    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
+                         retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
 
 

@@ -27,6 +27,9 @@ def render_human(
     address: Annotated[str | None, typer.Option(help="join this Ray cluster ('auto' or HOST:6379)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds per video before it is recorded as failed")] = 600.0,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
+    retry_failed: Annotated[str | None, typer.Option(
+        metavar="[STAGE,...]",
+        help="re-run recorded failures of these stages (comma-separated; alone: all) into the same store")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Person videos -> a human store: RGB crops, reference O_B, skeleton maps, keypoints, masks."""
@@ -44,7 +47,8 @@ def render_human(
         raise UserError(str(e)) from None
     check_writable(out)
     job = human_job.build_job(root, out, cfg, workers)
-    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite)
+    summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
+                         retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
 
 
