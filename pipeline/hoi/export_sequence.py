@@ -16,6 +16,7 @@ when complete and re-read by ``read_sequence``; a failing item is reported and s
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -47,10 +48,12 @@ class ExportSummary:
     out: Path
     written: list[tuple[str, Path, int]] = field(default_factory=list)   # (key, folder, frames)
     failed: list[tuple[str, str]] = field(default_factory=list)          # (key, reason)
+    already: int = 0                                                      # complete from an earlier run
 
     def format(self) -> str:
         frames = sum(n for _, _, n in self.written)
-        lines = [f"exported {len(self.written)} sequence folder(s), {frames} frames, to {self.out}"]
+        lines = [f"exported {len(self.written)} sequence folder(s), {frames} frames, to {self.out}"
+                 + (f"; {self.already} already exported by an earlier run" if self.already else "")]
         lines += [f"  failed {key}: {reason}" for key, reason in self.failed]
         return "\n".join(lines)
 
@@ -74,12 +77,17 @@ def export(dataset: str, root: Path, out: Path, selection: dict, hand_model: str
     names = [folder_name(i.key) for i in items]
     if len(set(names)) != len(names):
         raise UserError("two items map to the same folder name; select fewer (--sequences / --cameras)")
-    clash = [n for n in names if (out / n).exists()]
+    # a folder appears only when complete (written as .NAME.partial, then renamed): one that holds this
+    # very export (same dataset, item and hand model) is kept, so an interrupted export resumes
+    done = {n for n, i in zip(names, items, strict=True) if _same_export(out / n, dataset, i.key, models["right"].name)}
+    clash = [n for n in names if (out / n).exists() and n not in done]
     if clash:
-        raise UserError(f"{out / clash[0]} exists; choose a new --out or remove it")
+        raise UserError(f"{out / clash[0]} exists and holds another export; choose a new --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out=out)
+    summary = ExportSummary(out=out, already=len(done))
     for k, (item, name) in enumerate(zip(items, names, strict=True)):
+        if name in done:
+            continue
         tmp = out / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -92,6 +100,15 @@ def export(dataset: str, root: Path, out: Path, selection: dict, hand_model: str
             summary.failed.append((item.key, str(e)))
             echo(f"[{k + 1}/{len(items)}] {item.key}: failed ({e})")
     return summary
+
+
+def _same_export(folder: Path, dataset: str, key: str, hand_model: str) -> bool:
+    """``folder`` is a finished export of ``key`` from ``dataset`` with ``hand_model``."""
+    try:
+        src = json.loads((folder / "sequence.json").read_text()).get("source", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(src, dict) and (src.get("dataset"), src.get("key"), src.get("hand_model")) == (dataset, key, hand_model)
 
 
 def _export_item(adapter, root: Path, item, folder: Path, sel: dict, models: dict, fix: bool, dataset: str,

@@ -259,9 +259,17 @@ def test_cli_bad_folder_exits_2_with_one_line_and_writes_nothing(exported, tmp_p
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_export_refuses_an_existing_target_before_writing(exported, demo_root, tmp_path):
-    with pytest.raises(UserError, match="exists; choose a new --out"):
-        export("dexycb", demo_root, exported, {}, "stand-in", None, None, echo=lambda s: None)
+def test_export_resumes_and_refuses_a_foreign_target_before_writing(exported, demo_root, tmp_path):
+    again = export("dexycb", demo_root, exported, {}, "stand-in", None, None, echo=lambda s: None)
+    assert again.written == [] and again.already == len(KEYS) and "already exported" in again.format()
+    other = tmp_path / "other"
+    shutil.copytree(exported, other)
+    meta = other / folder_name(KEYS[SERIALS[0]]) / "sequence.json"
+    m = json.loads(meta.read_text())
+    m["source"]["key"] = "someone/else"
+    meta.write_text(json.dumps(m))
+    with pytest.raises(UserError, match="exists and holds another export"):
+        export("dexycb", demo_root, other, {}, "stand-in", None, None, echo=lambda s: None)
     with pytest.raises(UserError, match="--split does not apply"):
         export("sequence", exported, tmp_path / "again", {"split": "s0-train"}, "stand-in", None, None)
     assert not (tmp_path / "again").exists()
