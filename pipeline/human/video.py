@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import StepFailed
+from pipeline.sequence_format.read import natural_key
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -54,7 +55,10 @@ class VideoSource:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+    """Frame (or mask) images of ``folder`` in natural name order ("f_2" before "f_10")."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=lambda p: natural_key(p.name))
 
 
 def find_videos(root: Path) -> list[VideoSource]:

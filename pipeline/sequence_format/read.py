@@ -198,7 +198,8 @@ def _parts(path: Path, F: int, valid: np.ndarray) -> list[PartSequence]:
 
 
 # -- frames ----------------------------------------------------------------------------------
-def _natural(name: str):
+def natural_key(name: str) -> list:
+    """Sort key for file names in natural order: "f_2" before "f_10"."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
@@ -217,7 +218,7 @@ def _frames_source(folder: Path, camera: str) -> Path:
 
 
 def image_files(frames: Path) -> list[Path]:
-    return sorted((p for p in frames.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: _natural(p.name))
+    return sorted((p for p in frames.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: natural_key(p.name))
 
 
 def _first_frame_size(frames: Path) -> tuple[int, int]:

@@ -170,3 +170,11 @@ def test_a_missing_mask_is_an_error_not_a_shift(tmp_path):
     src = find_videos(tmp_path)[0]
     with pytest.raises(StepFailed, match="3 masks for 4 frames"):
         read_masks(src, [0, 1])
+
+
+def test_frames_without_zero_padding_are_read_in_natural_order(tmp_path):
+    from pipeline.human.video import _images
+
+    for n in (10, 2, 1):
+        (tmp_path / f"f_{n}.png").write_bytes(b"")
+    assert [p.name for p in _images(tmp_path)] == ["f_1.png", "f_2.png", "f_10.png"]
