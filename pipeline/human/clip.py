@@ -16,6 +16,7 @@ from pipeline.errors import StepFailed
 from pipeline.human.config import HumanConfig
 from pipeline.human.crop import has_person, keypoints_to_crop, person_box
 from pipeline.human.skeleton import draw_clip
+from pipeline.windows import frame_windows
 
 REF_CANDIDATES = 4  # frames tried (farthest first) for the reference
 
@@ -23,8 +24,7 @@ REF_CANDIDATES = 4  # frames tried (farthest first) for the reference
 def windows(n_frames: int, cfg: HumanConfig) -> list[list[int]]:
     """Non-overlapping windows of T frames taken every ``stride`` frames (a short tail is dropped),
     at most ``max_clips_per_video`` of them (evenly spread) when that is set."""
-    ids = list(range(0, n_frames, cfg.stride))
-    wins = [ids[i:i + cfg.frames] for i in range(0, len(ids) - cfg.frames + 1, cfg.frames)]
+    wins = frame_windows(n_frames, cfg.frames, cfg.stride)
     if cfg.max_clips_per_video and len(wins) > cfg.max_clips_per_video:
         pick = np.linspace(0, len(wins) - 1, cfg.max_clips_per_video).round().astype(int)
         wins = [wins[i] for i in pick]

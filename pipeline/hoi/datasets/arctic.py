@@ -71,10 +71,11 @@ from PIL import Image
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.parts import JOINT21_ORDER
-from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart, frame_windows
+from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import coverage_mask, median_reference
 from pipeline.hoi.datasets.arctic_object import MM, object_model, object_pose, split_parts, top_rotation
+from pipeline.windows import frame_windows
 
 VIEWS = tuple(range(1, 9))        # allocentric views (0 = egocentric, not supported)
 BACKGROUND_FRAMES = 9

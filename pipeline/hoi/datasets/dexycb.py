@@ -40,10 +40,11 @@ from PIL import Image
 
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
-from pipeline.hoi.adapter import ClipData, HandClip, frame_windows
+from pipeline.hoi.adapter import ClipData, HandClip
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
+from pipeline.windows import frame_windows
 
 YCB_CLASSES = (
     "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",
