@@ -52,10 +52,10 @@ def reference_views_with_coverage(obj: CanonicalObject, rgb_renderer, resolution
     return views, coverage.astype(np.float32)
 
 
-def reference_views(obj: CanonicalObject, rgb_renderer, cam_distance: float, resolution: int) -> np.ndarray:
+def reference_views(obj: CanonicalObject, rgb_renderer, resolution: int) -> np.ndarray:
     """uint8 [6,R,R,3]: the object in its canonical pose seen from REF_VIEW_NAMES on white,
-    framed as in the module doc (``cam_distance`` is no longer used: the framing is per
-    object). Leaves ``obj`` set as the RGB renderer's object. Shared by Objaverse and HOI."""
+    framed as in the module doc (one camera distance per object, the same for all six views).
+    Leaves ``obj`` set as the RGB renderer's object. Shared by Objaverse and HOI."""
     return reference_views_with_coverage(obj, rgb_renderer, resolution)[0]
 
 

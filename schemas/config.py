@@ -103,7 +103,8 @@ class HoiConfig(_ConfigDict):
     One sample = T frames (every ``stride``-th source frame) of one sequence seen by one
     camera, cropped to a square around the hands and object (fixed over the T frames,
     ``crop_margin`` x the tight box) and resized to R. Reference views use the Objaverse
-    camera rig (``ref_yfov_deg``, ``ref_cam_distance``) on the canonicalised object model.
+    field of view (``ref_yfov_deg``) on the canonicalised object model, framed per object
+    (``pipeline.object_refs``).
     """
 
     frames: int = 16                 # T
@@ -117,7 +118,6 @@ class HoiConfig(_ConfigDict):
     max_joint_error_mm: float = 5.0  # a clip whose MANO joints miss the dataset's joint labels by more fails
     seed: int = 0
     ref_yfov_deg: float = 40.0
-    ref_cam_distance: float = 2.5
     timeout_s: float = 600.0
 
     def validate(self) -> HoiConfig:
@@ -132,7 +132,6 @@ class HoiConfig(_ConfigDict):
         _check(self.hand_model in HAND_MODELS, f"--hand-model must be one of {HAND_MODELS}, got {self.hand_model!r}")
         _check(self.fix_left_shapedirs in (None, True, False), "--fix-left-shapedirs must be a bool or unset")
         _check(self.max_joint_error_mm > 0, f"--max-joint-error-mm must be > 0, got {self.max_joint_error_mm}")
-        _check(self.ref_cam_distance >= min_cam_distance(self.ref_yfov_deg), "reference camera too close")
         _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         _check(self.seed >= 0, "--seed must be >= 0")
         return self

@@ -55,7 +55,7 @@ class ObjectModel:
     def build(cls, obj: CanonicalObject, rgb_renderer, cfg: HoiConfig) -> ObjectModel:
         from_canonical = np.linalg.inv(obj.to_canonical)
         v = obj.mesh.vertices @ from_canonical[:3, :3].T + from_canonical[:3, 3]
-        views = reference_views(obj, rgb_renderer, cfg.ref_cam_distance, cfg.resolution)
+        views = reference_views(obj, rgb_renderer, cfg.resolution)
         pts, nrm = object_points(obj, cfg.seed)
         return cls(obj, v, np.asarray(obj.mesh.vertex_normals), np.asarray(obj.mesh.faces), views, pts, nrm)
 
