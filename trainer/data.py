@@ -209,8 +209,8 @@ CODEC_PIPELINES = ("auto", "zarr", "zarrs")
 
 def use_codec_pipeline(name: str = "auto") -> str:
     """Decode stores in this process with zarr-python's own codec pipeline ("zarr") or the Rust one of
-    the optional ``zarrs`` package ("zarrs": ``pip install zarrs``, extra ``manivideo[fast]``); "auto"
-    = zarrs when installed. Same bytes either way (tests/schemas/test_codecs.py); zarrs loads a
+    the ``zarrs`` package ("zarrs", a dependency; "zarr" is kept for comparison and as a fall-back); "auto"
+    = zarrs when it imports. Same bytes either way (tests/schemas/test_codecs.py); zarrs loads a
     24 x 512^2 13-layer HOI clip ~2x faster. Arrays opened afterwards use it. Returns the one in use."""
     import zarr
 

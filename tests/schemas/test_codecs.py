@@ -91,7 +91,7 @@ def test_layer_maps_are_one_chunk_per_frame(tmp_path):
 
 def test_zarrs_codec_pipeline_reads_the_same(tmp_path):
     """The optional Rust codec pipeline (``zarrs``) returns zarr-python's own bytes."""
-    pytest.importorskip("zarrs", reason="zarrs is optional (pip install -e .[fast])")
+    pytest.importorskip("zarrs", reason="zarrs is a dependency (pip install -e .)")
     import zarr
 
     out = tmp_path / "hoi.zarr"
