@@ -28,7 +28,9 @@ class StoreReader:
     Sample i (0 <= i < len) maps to a row of the arrays; rows of failed items and of
     shards without a completion marker are never returned. ``split`` ("train" | "test" | "all")
     keeps only that side of the held-out split (``schemas.split``: by item key, ``test_fraction``;
-    ``split_by="toolkit"``: by the dataset's official split recorded in the manifest).
+    ``split_by="toolkit"``: by the dataset's official split recorded in the manifest; a store made
+    without one -- Objaverse, human, an HOI store of a whole dataset -- falls back to the hash split,
+    so the paper's mixed training works with toolkit splits).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "all", test_fraction: float = TEST_FRACTION,
@@ -59,11 +61,8 @@ class StoreReader:
         self.split = check_split(split)
         if split_by not in SPLIT_BY:
             raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
-        if split_by == "toolkit":
-            official = official_is_test(self.official_split)
-            if official is None:
-                raise SchemaError(f"{self.path}: split_by=toolkit needs a store made from an official split "
-                                  "(render-hoi --split ...); this one records none")
+        official = official_is_test(self.official_split) if split_by == "toolkit" else None
+        if official is not None:
             test = set(self._keys) if official else set()
         else:
             test = held_out_keys(self._keys, test_fraction)
