@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from pipeline.errors import UserError
+from pipeline.output import RETRY_FAILED_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ManiVideo data pipeline and trainer.")
@@ -52,9 +53,7 @@ def render_objaverse(
     timeout: Annotated[float, typer.Option(help="seconds per object before it is killed and recorded")] = 600.0,
     address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
-    retry_failed: Annotated[str | None, typer.Option(
-        metavar="[STAGE,...]",
-        help="re-run recorded failures of these stages (comma-separated; alone: all) into the same store")] = None,
+    retry_failed: Annotated[str | None, typer.Option(metavar="[STAGE,...]", help=RETRY_FAILED_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Objaverse / Objaverse-XL / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""

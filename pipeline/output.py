@@ -1,4 +1,5 @@
-"""Checks on an output folder before anything is written to it."""
+"""The output store as the commands see it: checks on the folder before anything is written to
+it, and the help of the options every rendering command shares."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 from pipeline.errors import UserError
+
+RETRY_FAILED_HELP = "re-run recorded failures of these stages (comma-separated; alone: all) into the same store"
 
 
 def check_writable(out: Path) -> None:

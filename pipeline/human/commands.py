@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.errors import UserError
-from pipeline.output import check_writable
+from pipeline.output import RETRY_FAILED_HELP, check_writable
 
 
 def render_human(
@@ -27,9 +27,7 @@ def render_human(
     address: Annotated[str | None, typer.Option(help="join this Ray cluster ('auto' or HOST:6379)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds per video before it is recorded as failed")] = 600.0,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
-    retry_failed: Annotated[str | None, typer.Option(
-        metavar="[STAGE,...]",
-        help="re-run recorded failures of these stages (comma-separated; alone: all) into the same store")] = None,
+    retry_failed: Annotated[str | None, typer.Option(metavar="[STAGE,...]", help=RETRY_FAILED_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ):
     """Person videos -> a human store: RGB crops, reference O_B, skeleton maps, keypoints, masks."""

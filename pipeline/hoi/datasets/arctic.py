@@ -75,6 +75,7 @@ from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import coverage_mask, median_reference
 from pipeline.hoi.datasets.arctic_object import MM, object_model, object_pose, split_parts, top_rotation
+from pipeline.images import read_rgb
 from pipeline.windows import frame_windows
 
 VIEWS = tuple(range(1, 9))        # allocentric views (0 = egocentric, not supported)
@@ -291,13 +292,7 @@ class ArcticAdapter:
         return uncrop(img, crop_box(bbox[f, view]), W, H)
 
     def _image(self, path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise StepFailed("load", f"image {path} is missing") from None
-        except Exception as e:  # noqa: BLE001
-            raise StepFailed("load", f"{path.name}: unreadable image ({type(e).__name__})") from None
+        return read_rgb(path)
 
     def load_clip(self, root: Path, item: WorkItem, frame_ids: list[int], hand_models: dict) -> ClipData:
         from pipeline.hands.model import transform_mano

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
@@ -44,6 +43,7 @@ from pipeline.hoi.adapter import ClipData, HandClip
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
+from pipeline.images import read_rgb
 from pipeline.windows import frame_windows
 
 YCB_CLASSES = (
@@ -200,14 +200,7 @@ class DexYCBAdapter:
             raise StepFailed("load", f"{path.name}: unreadable ({type(e).__name__})") from None
 
     def _image(self, folder: Path, i: int) -> np.ndarray:
-        path = folder / f"color_{i:06d}.jpg"
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise StepFailed("load", f"{path.name} missing in {folder}") from None
-        except Exception as e:  # noqa: BLE001
-            raise StepFailed("load", f"{path.name}: unreadable image ({type(e).__name__})") from None
+        return read_rgb(folder / f"color_{i:06d}.jpg")
 
     def load_clip(self, root: Path, item: WorkItem, frame_ids: list[int], hand_models: dict) -> ClipData:
         root = Path(root)
