@@ -198,16 +198,21 @@ def load_scene(path: str | os.PathLike, max_file_mb: float, max_faces: int, max_
     return scene
 
 
-def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int, normalise: str = "bulk",
-                 min_faces: int = 0) -> CanonicalObject:
-    """Concatenate instances, validate the geometry and compute the canonical transform."""
-    meshes = []
+def triangle_instances(scene: trimesh.Scene):
+    """(node, geometry name, trimesh.Trimesh, transform [4,4] node -> scene) for every instance of
+    the scene that has triangles (points, lines and empty meshes are skipped)."""
     for node in scene.graph.nodes_geometry:
         transform, name = scene.graph[node]
         geom = scene.geometry[name]
         if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
-            meshes.append((np.asarray(geom.vertices, np.float64), np.asarray(geom.faces), transform,
-                           np.asarray(geom.vertex_normals, np.float64)))
+            yield node, name, geom, transform
+
+
+def canonicalise(uid: str, scene: trimesh.Scene, max_faces: int, normalise: str = "bulk",
+                 min_faces: int = 0) -> CanonicalObject:
+    """Concatenate instances, validate the geometry and compute the canonical transform."""
+    meshes = [(np.asarray(geom.vertices, np.float64), np.asarray(geom.faces), transform,
+               np.asarray(geom.vertex_normals, np.float64)) for _, _, geom, transform in triangle_instances(scene)]
     if not meshes:
         raise MeshRejected("validate", "no triangles")
     total = sum(len(m[1]) for m in meshes)
@@ -272,11 +277,7 @@ def _drop_far_faces(scene: trimesh.Scene, to_canonical: np.ndarray, radius: floa
     """A flat copy of ``scene`` (one node per instance, world transforms, materials kept) without
     the faces whose centre lies beyond ``radius`` in the canonical frame."""
     out = trimesh.Scene()
-    for node in scene.graph.nodes_geometry:
-        transform, name = scene.graph[node]
-        geom = scene.geometry[name]
-        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
-            continue
+    for node, name, geom, transform in triangle_instances(scene):
         centres = geom.triangles_center @ (to_canonical @ transform)[:3, :3].T + (to_canonical @ transform)[:3, 3]
         keep = np.linalg.norm(centres, axis=1) <= radius
         if keep.all():

@@ -22,12 +22,10 @@ def _pyrender_meshes(scene: trimesh.Scene, to_canonical: np.ndarray):
     """(pyrender.Mesh, pose [4,4]) per geometry instance, poses in the object's canonical frame."""
     import pyrender
 
+    from pipeline.mesh_io import triangle_instances
+
     cache: dict[str, object] = {}
-    for node in scene.graph.nodes_geometry:
-        transform, geom_name = scene.graph[node]
-        geom = scene.geometry[geom_name]
-        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
-            continue
+    for _, geom_name, geom, transform in triangle_instances(scene):
         if geom_name not in cache:
             try:
                 cache[geom_name] = pyrender.Mesh.from_trimesh(geom, smooth=True)

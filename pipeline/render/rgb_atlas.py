@@ -86,18 +86,14 @@ class AtlasRGBRenderer:
     def set_object(self, scene, to_canonical: np.ndarray) -> int:
         """Replace the object (trimesh.Scene, [4,4] file -> canonical); returns the number of
         mesh instances added."""
-        import trimesh
+        from pipeline.mesh_io import triangle_instances
 
         self._free_object()
         self.context.make_current()
         index: dict[str, int] = {}
         hulls: dict[str, np.ndarray] = {}
         points = []
-        for node in scene.graph.nodes_geometry:
-            transform, name = scene.graph[node]
-            geom = scene.geometry[name]
-            if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
-                continue
+        for _, name, geom, transform in triangle_instances(scene):
             if name not in index:
                 index[name] = len(self._prims)
                 self._prims.append(self._upload(primitive_of(geom)))
