@@ -44,6 +44,41 @@ def _row(reader, i: int) -> tuple[list[Image.Image], list[str]]:
     return tiles, labels
 
 
+LABEL_H = 14
+
+
+def save_sheet(blocks: list[tuple[str, list[list[tuple[Image.Image, str]]]]], out: Path) -> Path:
+    """A contact sheet PNG: per block a title line, then rows of (square thumbnail, label) tiles,
+    each tile with its label under it. Shared by every store kind's preview."""
+    thumb = max((t.size[0] for _, rows in blocks for row in rows for t, _ in row), default=THUMB)
+    n_cols = max((len(row) for _, rows in blocks for row in rows), default=1)
+    height = sum(LABEL_H + len(rows) * (thumb + LABEL_H) for _, rows in blocks)
+    sheet = Image.new("RGB", (n_cols * thumb, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for title, rows in blocks:
+        draw.text((4, y + 1), title, fill=(255, 255, 160))
+        y += LABEL_H
+        for row in rows:
+            for c, (tile, label) in enumerate(row):
+                sheet.paste(tile, (c * thumb, y))
+                draw.text((c * thumb + 3, y + thumb + 1), label, fill=(220, 220, 220))
+            y += thumb + LABEL_H
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def save_gif(frames: list[np.ndarray], out: Path, ms_per_frame: int = 100) -> Path:
+    """An animated GIF of uint8 [H,W,3] frames, looping."""
+    images = [Image.fromarray(f) for f in frames]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(out, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return out
+
+
 def write_preview(store: Path, out: Path, n_samples: int = 3, gif: Path | None = None,
                   by_kind: dict | None = None) -> list[Path]:
     """Write the contact sheet PNG (and an optional GIF); returns the paths written.
@@ -59,21 +94,11 @@ def write_preview(store: Path, out: Path, n_samples: int = 3, gif: Path | None =
     if own is not None:
         return own(reader, Path(out), n_samples, gif)
     idx = np.linspace(0, len(reader) - 1, min(n_samples, len(reader))).round().astype(int)
-    rows = [(_row(reader, int(i)), reader.key(int(i))) for i in idx]
-    n_cols = max(len(r[0][0]) for r in rows)
-    label_h = 14
-    sheet = Image.new("RGB", (n_cols * THUMB, len(rows) * (THUMB + 2 * label_h)), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for r, ((tiles, labels), key) in enumerate(rows):
-        y = r * (THUMB + 2 * label_h)
-        draw.text((4, y + 1), f"sample {idx[r]}: {key}", fill=(255, 255, 160))
-        for c, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
-            sheet.paste(tile, (c * THUMB, y + label_h))
-            draw.text((c * THUMB + 3, y + label_h + THUMB + 1), label, fill=(220, 220, 220))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    written = [out]
+    blocks = []
+    for i in idx:
+        tiles, labels = _row(reader, int(i))
+        blocks.append((f"sample {i}: {reader.key(int(i))}", [list(zip(tiles, labels, strict=True))]))
+    written = [save_sheet(blocks, out)]
     if gif is not None:
         written.append(write_gif(reader, [int(i) for i in idx], Path(gif)))
     return written
@@ -86,7 +111,5 @@ def write_gif(reader, indices: list[int], out: Path) -> Path:
     for t in range(reader.layout.frames):
         rows = [np.concatenate([np.asarray(_thumb(c["rgb"][t])), np.asarray(_thumb(c["mlo_normal"][t, 0])),
                                 np.asarray(_thumb(depth_to_gray(c["mlo_depth"][t, 0])))], axis=1) for c in clips]
-        frames.append(Image.fromarray(np.concatenate(rows, axis=0)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(out, save_all=True, append_images=frames[1:], duration=80, loop=0)
-    return out
+        frames.append(np.concatenate(rows, axis=0))
+    return save_gif(frames, out, 80)

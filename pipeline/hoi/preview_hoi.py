@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pipeline.preview import save_gif, save_sheet
 from schemas import LAYER_NAMES
 from schemas.occlusion import occlusion_confidence
 
 THUMB = 128
-LABEL_H = 14
 # per layer: overlay colour (object grey-blue; left hand cool; right hand warm)
 COLORS = np.array([(90, 140, 255)] + [(40, 200 - 25 * k, 255 - 20 * k) for k in range(6)]
                   + [(255, 60 + 30 * k, 40 + 10 * k) for k in range(6)], np.float32)
@@ -75,33 +75,12 @@ def _sample_rows(reader, i: int) -> list[list[tuple[Image.Image, str]]]:
 def preview_hoi(reader, out_png: Path, n_samples: int = 3, gif: Path | None = None) -> list[Path]:
     """Write the HOI contact sheet (and an optional GIF); returns the paths written."""
     idx = np.linspace(0, len(reader) - 1, min(n_samples, len(reader))).round().astype(int)
-    blocks = [(int(i), _sample_rows(reader, int(i))) for i in idx]
-    n_cols = len(LAYER_NAMES)
-    row_h = THUMB + LABEL_H
-    sheet = Image.new("RGB", (n_cols * THUMB, len(blocks) * (3 * row_h + LABEL_H)), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    y = 0
-    for i, rows in blocks:
-        draw.text((4, y + 1), f"sample {i}: {reader.key(i)}", fill=(255, 255, 160))
-        y += LABEL_H
-        for row in rows:
-            for c, (tile, label) in enumerate(row):
-                sheet.paste(tile, (c * THUMB, y))
-                draw.text((c * THUMB + 3, y + THUMB + 1), label, fill=(220, 220, 220))
-            y += row_h
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png)
-    written = [out_png]
+    blocks = [(f"sample {i}: {reader.key(int(i))}", _sample_rows(reader, int(i))) for i in idx]
+    written = [save_sheet(blocks, out_png)]
     if gif is not None:
-        frames = []
         clips = [reader.read(int(i), names=["rgb", "mlo_depth"]) for i in idx]
-        for t in range(reader.layout.frames):
-            rows = [np.concatenate([np.asarray(_thumb(c["rgb"][t])),
-                                    np.asarray(_thumb(overlay(c["rgb"][t], c["mlo_depth"][t])))], axis=1) for c in clips]
-            frames.append(Image.fromarray(np.concatenate(rows, axis=0)))
-        gif = Path(gif)
-        gif.parent.mkdir(parents=True, exist_ok=True)
-        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
-        written.append(gif)
+        frames = [np.concatenate([np.concatenate([np.asarray(_thumb(c["rgb"][t])),
+                                                  np.asarray(_thumb(overlay(c["rgb"][t], c["mlo_depth"][t])))], axis=1)
+                                  for c in clips], axis=0) for t in range(reader.layout.frames)]
+        written.append(save_gif(frames, gif))
     return written

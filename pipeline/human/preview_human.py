@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from pipeline.preview import save_gif, save_sheet
 
 THUMB = 128
-LABEL_H = 14
 
 
 def blend(rgb: np.ndarray, skeleton: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -48,31 +49,12 @@ def _row(reader, i: int) -> list[tuple[Image.Image, str]]:
 def preview_human(reader, out_png: Path, n_samples: int = 3, gif: Path | None = None) -> list[Path]:
     """Write the human contact sheet (and an optional GIF); returns the paths written."""
     idx = np.linspace(0, len(reader) - 1, min(n_samples, len(reader))).round().astype(int)
-    rows = [(int(i), _row(reader, int(i))) for i in idx]
-    n_cols = max(len(r) for _, r in rows)
-    row_h = THUMB + 2 * LABEL_H
-    sheet = Image.new("RGB", (n_cols * THUMB, len(rows) * row_h), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for r, (i, tiles) in enumerate(rows):
-        y = r * row_h
-        draw.text((4, y + 1), f"sample {i}: {reader.key(i)}", fill=(255, 255, 160))
-        for c, (tile, label) in enumerate(tiles):
-            sheet.paste(tile, (c * THUMB, y + LABEL_H))
-            draw.text((c * THUMB + 3, y + LABEL_H + THUMB + 1), label, fill=(220, 220, 220))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png)
-    written = [out_png]
+    blocks = [(f"sample {i}: {reader.key(int(i))}", [_row(reader, int(i))]) for i in idx]
+    written = [save_sheet(blocks, out_png)]
     if gif is not None:
         clips = [reader.read(int(i), names=["rgb", "skeleton"]) for i in idx]
-        frames = []
-        for t in range(reader.layout.frames):
-            rows_img = [np.concatenate([np.asarray(_thumb(c["rgb"][t])),
-                                        np.asarray(_thumb(blend(c["rgb"][t], c["skeleton"][t])))], axis=1)
-                        for c in clips]
-            frames.append(Image.fromarray(np.concatenate(rows_img, axis=0)))
-        gif = Path(gif)
-        gif.parent.mkdir(parents=True, exist_ok=True)
-        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
-        written.append(gif)
+        frames = [np.concatenate([np.concatenate([np.asarray(_thumb(c["rgb"][t])),
+                                                  np.asarray(_thumb(blend(c["rgb"][t], c["skeleton"][t])))], axis=1)
+                                  for c in clips], axis=0) for t in range(reader.layout.frames)]
+        written.append(save_gif(frames, gif))
     return written
