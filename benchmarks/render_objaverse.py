@@ -42,7 +42,7 @@ from pipeline.render import egl  # noqa: E402, F401
 from schemas.config import RenderConfig  # noqa: E402
 
 STAGES = ("fetch", "load", "normalise", "setup", "references", "points", "trajectory", "render_layers",
-          "render_rgb", "write")
+          "render_rgb", "encode")
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:

@@ -4,14 +4,17 @@ Runs inside a Ray worker (or directly, in tests). Crash and hang handling lives 
 beside the output, in the shard's journal:
 
   ``start {"key", "t"}``    before an item is processed (JSON, with the wall-clock start)
-  ``end <json record>``     after its rows are written (or it failed with a reason)
+  ``end <json record>``     after it is made: its rows compressed in memory, or failed
+  ``flushed``               the rows of every item ended before it are in the shard files
   ``timeout <key>``         the watchdog fired; the process then exits hard
 
   ``retry {"run", "keys"}``  ``--retry-failed`` re-runs these recorded failures (run id)
 
-When a task is retried (Ray restarts it after the worker died), items with an ``end``
-line are not redone: their rows are already on disk (zarr writes shard files
-atomically). An item that was started but never ended killed the worker, or was on it
+Rows are compressed per item and written once per shard, at its end (or earlier when they
+pass ``FLUSH_BYTES``): each array's shard file is replaced atomically, keeping the rows
+already in it. When a task is retried (Ray restarts it after the worker died), items
+with an ``end`` line followed by ``flushed`` (or a failure's ``end``) are not redone;
+items made but not yet written are made again. An item that was started but never ended killed the worker, or was on it
 when something else did (``kill -9``, the OOM killer, a preempted node): it is tried
 again; only when it was started twice without ending is it recorded as failed (stage
 "worker": it is poisoned), and an item whose watchdog fired as "timeout".
@@ -50,9 +53,13 @@ from schemas import SchemaError, StoreLayout
 from schemas.store import SAMPLE_ATTRS
 
 # A step's sample may carry this key: {stage: seconds} for the whole item (e.g. fetch, load,
-# render_rgb). The task removes it before writing and stores it, with its own "write"
-# (contract check + encode + write) seconds, as the item's ``timings`` in the shard marker.
+# render_rgb). The task removes it before writing and stores it, with its own "encode"
+# (contract check + compression) seconds, as the item's ``timings`` in the shard marker.
 STEP_TIMINGS = "timings"
+
+# Rows are compressed per item and written once per shard (``shard_writer.ShardRows``);
+# a shard whose compressed rows pass this many bytes is written early (memory bound).
+FLUSH_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -85,6 +92,7 @@ class JournalState:
 
 def _read_journal(path: Path) -> JournalState:
     ended: dict[str, dict] = {}
+    made: dict[str, dict] = {}  # ok items whose rows were still in memory (no "flushed" since)
     started: list[tuple[str, float]] = []
     starts: Counter = Counter()
     timed_out: set[str] = set()
@@ -103,18 +111,23 @@ def _read_journal(path: Path) -> JournalState:
                 except (KeyError, TypeError, ValueError):
                     continue
             elif kind == "end" and isinstance(rec, dict) and "key" in rec:
-                ended[rec["key"]] = rec
+                (made if rec.get("ok") else ended)[rec["key"]] = rec
                 starts.pop(rec["key"], None)
+            elif kind == "flushed":
+                ended.update(made)
+                made.clear()
             elif kind == "timeout":
                 timed_out.add(rest)
             elif kind == "retry" and isinstance(rec, dict):
                 runs.add(rec.get("run"))
                 for key in rec.get("keys", []):
                     ended.pop(key, None)
+                    made.pop(key, None)
                     starts.pop(key, None)
                     timed_out.discard(key)
                 started = [(k, t) for k, t in started if k not in rec.get("keys", [])]
-    dangling = next(((k, t) for k, t in reversed(started) if k not in ended), None)
+    # made but never written: redone, and not suspects (they finished; the worker died later)
+    dangling = next(((k, t) for k, t in reversed(started) if k not in ended and k not in made), None)
     return JournalState(ended, dangling, timed_out, starts, runs)
 
 
@@ -203,7 +216,8 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
         if old is not None and (retry is None or retry["run"] in old.get("retries", [])):
             return old  # an earlier attempt finished it (this retry run included)
         state = _read_journal(jpath)
-        arrays = shard_writer.open_arrays(out_path, layout)
+        buffer = shard_writer.ShardRows(out_path, layout, shard)
+        flush_s = 0.0
 
         def log(line: str) -> None:
             journal.write(line + "\n")
@@ -245,9 +259,9 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
                     if not _same_store(out_path, nonce):
                         return stale
-                    t_write = time.perf_counter()
-                    shard_writer.write_samples(arrays, layout, rows, samples)
-                    timings["write"] = time.perf_counter() - t_write
+                    t_encode = time.perf_counter()
+                    buffer.add(rows, samples)
+                    timings["encode"] = time.perf_counter() - t_encode
                     rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
                     attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
                     if any(attrs):
@@ -265,8 +279,21 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             rec["seconds"] = round(time.perf_counter() - t0, 4)
             log("end " + json.dumps(rec))
             records.append(rec)
+            if buffer.nbytes > FLUSH_BYTES:
+                if not _same_store(out_path, nonce):
+                    return stale
+                flush_s += _flush(buffer, log)
         if not _same_store(out_path, nonce):
             return stale
+        flush_s += _flush(buffer, log)
         retries = (old or {}).get("retries", []) + ([retry["run"]] if retry else [])
-        shard_writer.write_marker(out_path, shard, records, retries=retries)
+        shard_writer.write_marker(out_path, shard, records, retries=retries, flush_seconds=round(flush_s, 4))
     return {"shard": shard, "items": records, "retries": retries}
+
+
+def _flush(buffer: shard_writer.ShardRows, log) -> float:
+    """Write the buffered rows, then journal ``flushed``; returns the seconds."""
+    t0 = time.perf_counter()
+    buffer.flush()
+    log("flushed")
+    return time.perf_counter() - t0

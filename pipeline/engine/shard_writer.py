@@ -30,6 +30,7 @@ from pathlib import Path
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from pipeline.engine import shard_file
 from schemas import StoreLayout, validate_sample
 from schemas.reader import SHARDS_DIR
 from schemas.store import SCHEMA_NAME
@@ -45,22 +46,35 @@ def codecs_for(codec: str, ndim: int) -> tuple[list, list]:
     with tensorstore, bit-identical). No numcodecs filters (``numcodecs.delta`` is registered but
     tensorstore cannot read it).
 
-    "image" and "normal": uint8 [..., H, W, 3] pictures (RGB, references, skeleton maps) and encoded
+    "image": uint8 [..., H, W, 3] pictures (RGB, references, skeleton maps); "normal": encoded
     normal maps. Blosc's byte shuffle with a type size of 3 (one pixel) groups each channel of a
     block into one run, so smooth planes reach zstd as smooth runs; blosc is a bytes-to-bytes codec,
     its ``typesize`` is the shuffle's element size (any v3 reader decodes it: the blosc header carries
-    it). Per 24 x 512^2 sample of the builtin objects: RGB 1.89 MB (2.11 MB unshuffled, 1.73 MB with
-    the numcodecs delta filter of schema v2, 3.18 MB bit-shuffled), object-layer normals 0.67 MB
-    (1.27 MB bit-shuffled, as in v2); per 24 x 512^2 HOI clip, the 13 layers' normals 3.4 MB (5.1 MB
-    unshuffled). A transpose codec (channels first) compresses the same but decodes 2.5x slower
-    (an interleaving copy of the 245 MB of normal maps of an HOI clip).
-    "depth": float16 maps; byte shuffle + zstd (a float delta is not exactly invertible).
-    "small": everything else.
+    it). "depth": float16 maps, byte shuffle. "small": everything else, plain zstd.
+
+    Levels and blocks are chosen for a writer that has one core per worker: blosc's clevel c runs
+    zstd at level 2c-1, and 256 KiB blocks (instead of blosc's automatic 32-128 KiB) compress as
+    well as a level more. Per 24 x 512^2 Objaverse sample of the five builtin objects, one core:
+
+      =======================  ==========  =========  ===========  =========
+      images / normal, depth   compress s  RGB MB     normals MB   sample MB
+      =======================  ==========  =========  ===========  =========
+      clevel 5 / 5 (schema 3)  0.36        1.85       0.66         3.26
+      clevel 3 / 2, 256 KiB    0.14        2.25       0.74         3.81
+      clevel 2 / 2, 256 KiB    0.09        2.37       0.74         3.97
+      =======================  ==========  =========  ===========  =========
+
+    (the middle row is used; MB = 10^6 bytes). Geometry is lossless either way. A transpose codec
+    (channels first) compresses the same but decodes 2.5x slower (an interleaving copy of the
+    245 MB of normal maps of an HOI clip). ``shard_file`` writes these chains itself.
     """
-    if codec in ("image", "normal"):
-        return [], [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=3)]
+    block = 256 * 2**10
+    if codec == "image":
+        return [], [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=3, blocksize=block)]
+    if codec == "normal":
+        return [], [BloscCodec(cname="zstd", clevel=2, shuffle="shuffle", typesize=3, blocksize=block)]
     if codec == "depth":
-        return [], [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")]
+        return [], [BloscCodec(cname="zstd", clevel=2, shuffle="shuffle", blocksize=block)]
     return [], [ZstdCodec(level=5)]
 
 
@@ -139,12 +153,73 @@ def open_arrays(out: Path, layout: StoreLayout) -> dict[str, zarr.Array]:
     return {spec.name: group[spec.name] for spec in layout.arrays}
 
 
-def write_samples(arrays: dict[str, zarr.Array], layout: StoreLayout, rows: list[int], samples: list[dict]) -> None:
-    """Validate each sample against the contract and write it at its row."""
-    for row, sample in zip(rows, samples, strict=True):
-        validate_sample(layout, sample)
-        for name, arr in arrays.items():
-            arr[row] = sample[name]
+class ShardRows:
+    """The rows a shard task has made and not yet written, compressed as they come.
+
+    ``add`` checks samples against the contract and compresses their chunks at once (the item's
+    "encode" seconds); ``flush`` writes each array's shard file once, keeping the chunks already
+    in the file for rows this buffer does not hold (rows of items an earlier attempt finished,
+    the good rows of a ``--retry-failed`` shard). Memory: the compressed rows of one shard
+    (~4 MB per Objaverse sample). Arrays whose codecs ``shard_file`` does not write are
+    written through zarr-python at ``add``.
+    """
+
+    def __init__(self, out: Path, layout: StoreLayout, shard: int):
+        self.layout, self.shard = layout, shard
+        self.arrays = open_arrays(out, layout)
+        self.specs = {name: shard_file.ShardSpec.of(arr, Path(out) / name) for name, arr in self.arrays.items()}
+        self.chunks: dict[str, dict[tuple, bytes]] = {name: {} for name, s in self.specs.items() if s is not None}
+        self.rows: set[int] = set()  # rows inside the shard (0..S-1) held here
+        self.nbytes = 0
+
+    def add(self, rows: list[int], samples: list[dict]) -> None:
+        """Check and compress ``samples`` for store rows ``rows`` (all in this shard). Raises
+        SchemaError (nothing added) if a sample breaks the contract."""
+        S = self.layout.samples_per_shard
+        for row in rows:
+            if row // S != self.shard:
+                raise ValueError(f"row {row} is not in shard {self.shard}")
+        for sample in samples:
+            validate_sample(self.layout, sample)
+        for row, sample in zip(rows, samples, strict=True):
+            for name, spec in self.specs.items():
+                if spec is None:
+                    self.arrays[name][row] = sample[name]
+                    continue
+                local = row % S
+                held = self.chunks[name]
+                for key in [k for k in held if k[0] == local]:  # the row is being made again
+                    self.nbytes -= len(held.pop(key))
+                new = spec.encode_row(local, sample[name])
+                held.update(new)
+                self.nbytes += sum(map(len, new.values()))
+            self.rows.add(row % S)
+
+    def flush(self) -> None:
+        """Write the held rows into the shard files (each array's file replaced atomically)."""
+        if not self.rows:
+            return
+        for name, held in self.chunks.items():
+            spec = self.specs[name]
+            chunks = {k: v for k, v in spec.read(self.shard).items() if k[0] not in self.rows}
+            chunks.update(held)
+            spec.write(self.shard, chunks)
+            held.clear()
+        self.rows.clear()
+        self.nbytes = 0
+
+
+def write_samples(out: Path, layout: StoreLayout, rows: list[int], samples: list[dict]) -> None:
+    """Validate each sample against the contract and write it at its row (rows may span
+    shards; each touched shard file is rewritten once)."""
+    S = layout.samples_per_shard
+    by_shard: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_shard.setdefault(row // S, []).append(i)
+    for shard, idx in sorted(by_shard.items()):
+        buf = ShardRows(out, layout, shard)
+        buf.add([rows[i] for i in idx], [samples[i] for i in idx])
+        buf.flush()
 
 
 def marker_path(out: Path, shard: int) -> Path:
@@ -163,10 +238,14 @@ def completed_shards(out: Path) -> set[int]:
     return {int(e.name[:-5]) for e in os.scandir(d) if e.name.endswith(".json") and e.name[:-5].isdigit()}
 
 
-def write_marker(out: Path, shard: int, records: list[dict], retries: list[str] | None = None) -> None:
+def write_marker(out: Path, shard: int, records: list[dict], retries: list[str] | None = None,
+                 flush_seconds: float | None = None) -> None:
     """Write (or replace, for ``--retry-failed``) shard k's marker atomically (temp file + rename).
-    ``retries``: the retry run ids already applied to this shard."""
+    ``retries``: the retry run ids already applied to this shard; ``flush_seconds``: the time
+    spent writing the shard's files (the items' own ``timings`` hold their compression)."""
     marker = {"shard": shard, "finished": time.time(), "items": records}
+    if flush_seconds is not None:
+        marker["flush_seconds"] = flush_seconds
     if retries:
         marker["retries"] = list(retries)
     _atomic_write_json(marker_path(out, shard), marker)

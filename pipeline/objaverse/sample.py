@@ -87,16 +87,18 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers,
         with timed(timings, "render_rgb"):
             rgb = renderers.rgb.render_many(poses, cam_pose, background)  # one atlas pass (or pyrender)
         with timed(timings, "render_layers"):
-            normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K)
-        attrs = {"coverage_frames": [round(float(c), 5) for c in (depth > 0).mean(axis=(1, 2))],
+            normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K,
+                                                    depth_dtype=np.float16)
+            present = depth.view(np.uint16) != 0  # depth is +0 or positive: the same as depth > 0
+        attrs = {"coverage_frames": [round(float(c), 5) for c in present.mean(axis=(1, 2))],
                  "coverage_refs": [round(float(c), 5) for c in ref_coverage], "faces": obj.faces,
                  "textured": obj.textured, "outside_area": round(obj.outside, 5)}
         samples.append({
             SAMPLE_ATTRS: attrs,
             "rgb": rgb,
             "mlo_normal": normal[:, None],
-            "mlo_depth": depth[:, None].astype(np.float16),
-            "layer_present": (depth > 0).any(axis=(1, 2))[:, None],
+            "mlo_depth": depth[:, None],
+            "layer_present": present.any(axis=(1, 2))[:, None],
             "ref_views": ref_views,
             "background": background,
             "points": points,

@@ -184,10 +184,12 @@ class LayerRenderer:
 
     # -- rendering ----------------------------------------------------------------------
     def render(self, tiles: list[list[Draw]], K: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None,
-               slots=None) -> tuple[np.ndarray, np.ndarray]:
+               slots=None, depth_dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Render each tile (a list of draws, usually one layer of one frame) with intrinsics K.
 
-        Returns ``normal`` uint8 [n,R,R,3] and ``depth`` float32 [n,R,R]; 0 where nothing was drawn.
+        Returns ``normal`` uint8 [n,R,R,3] and ``depth`` [n,R,R] of ``depth_dtype`` (float32, or
+        float16 as stored: only the drawn rectangles are converted, which is most of the saving
+        over converting whole maps); 0 where nothing was drawn.
         ``out``/``slots`` (optional): write tile i into ``out[0][slots[i]]``/``out[1][slots[i]]``
         instead (arrays the caller allocated with zeros, e.g. [T*L,R,R,3]); returns ``out``.
 
@@ -199,7 +201,7 @@ class LayerRenderer:
         R = self.resolution
         n = len(tiles)
         if out is None:
-            out = (np.zeros((n, R, R, 3), np.uint8), np.zeros((n, R, R), np.float32))
+            out = (np.zeros((n, R, R, 3), np.uint8), np.zeros((n, R, R), depth_dtype))
         slots = list(range(n)) if slots is None else list(slots)
         rects = [(i, self._tile_rect(draws, K)) for i, draws in enumerate(tiles)]
         rects = [(i, r) for i, r in rects if r is not None]

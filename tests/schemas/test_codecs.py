@@ -28,7 +28,6 @@ def _write(out, kind: str, n: int = 2):
     layers = {"objaverse": ("object",), "hoi": LAYER_NAMES, "human": ()}[kind]
     layout = StoreLayout(kind=kind, frames=3, resolution=32, layers=layers, samples_per_shard=n)
     shard_writer.create_store(out, layout, 1, {"title": "codec test"})
-    arrays = shard_writer.open_arrays(out, layout)
     rng = np.random.default_rng(0)
     samples = []
     for _ in range(n):
@@ -39,7 +38,7 @@ def _write(out, kind: str, n: int = 2):
         if kind == "human":
             s["person_mask"] = rng.random(s["person_mask"].shape) < 0.3
         samples.append(s)
-    shard_writer.write_samples(arrays, layout, list(range(n)), samples)
+    shard_writer.write_samples(out, layout, list(range(n)), samples)
     shard_writer.write_marker(out, 0, [{"key": f"item{i}", "rows": [i], "ok": True} for i in range(n)])
     return layout, samples
 

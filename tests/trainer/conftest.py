@@ -74,9 +74,8 @@ def write_hoi_store(out: Path, layers: tuple[str, ...], n: int = 2, seed: int = 
 
     layout = StoreLayout(kind="hoi", frames=FRAMES, resolution=RES, layers=layers, samples_per_shard=n)
     shard_writer.create_store(out, layout, 1, {"title": "trainer test store"})
-    arrays = shard_writer.open_arrays(out, layout)
     rng = np.random.default_rng(seed)
-    shard_writer.write_samples(arrays, layout, list(range(n)), [_disc_sample(layout, rng) for _ in range(n)])
+    shard_writer.write_samples(out, layout, list(range(n)), [_disc_sample(layout, rng) for _ in range(n)])
     shard_writer.write_marker(out, 0, [{"key": f"seq{i}/cam0", "rows": [i], "ok": True} for i in range(n)])
     return out
 
