@@ -14,10 +14,13 @@ On the built-in demo objects (copied to reach --objects), in one run:
   2. agreement of the atlas RGB with pyrender's (same object, poses, lights, background):
      PSNR and SSIM per demo object (frames and reference views), and a contact sheet
      (per object: pyrender row above atlas row; frames 0, T/2, T-1 and the front view);
-  3. Ray jobs with 1 and 2 workers, alternated and repeated (--jobs): wall time and steady
-     objects/s (start-up excluded; auto shard size, as a user runs it) as median
-     [min - max], and the per-stage seconds of an object inside a job, read from
-     the shard markers (each item's ``timings``: what a user reads to find slow objects).
+  3. Ray jobs with 1 and 2 workers, alternated and repeated (--jobs): wall time, steady
+     objects/s of the job (start-up excluded; auto shard size, as a user runs it), seconds
+     per object per busy worker (start-up and the end-of-job tail excluded: see job_run) as
+     median [min - max], the per-stage seconds of an object inside a job, read from the
+     shard markers (each item's ``timings``: what a user reads to find slow objects; the
+     shard's one file write, ``flush_seconds``, shared over its objects), and the
+     compression of one sample array by array.
 Medians throughout; the load average is printed with the figures (the machine is shared).
 """
 
@@ -42,7 +45,7 @@ from pipeline.render import egl  # noqa: E402, F401
 from schemas.config import RenderConfig  # noqa: E402
 
 STAGES = ("fetch", "load", "normalise", "setup", "references", "points", "trajectory", "render_layers",
-          "render_rgb", "encode")
+          "render_rgb", "encode", "flush (per object)")
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:
@@ -171,12 +174,17 @@ def agreement(paths, cfg, sheet: Path | None) -> list[tuple[str, float, float, f
     return rows
 
 
-def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, int, list[dict]]:
-    """(whole-job wall seconds, steady objects/s, samples, item records), with the shard size a
-    user gets (``--samples-per-shard 0``: auto). Steady state, from the shard journals' item
-    start times s_0 <= s_1 <= ...: the objects started after the first ``workers`` ones (which
-    carry worker start-up: imports, EGL context, shader compiles) over the time from s_workers
-    to the last shard's finish."""
+def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, float, int, list[dict]]:
+    """(whole-job wall seconds, steady objects/s of the job, steady seconds per object per worker,
+    samples, item records), with the shard size a user gets (``--samples-per-shard 0``: auto).
+
+    Job steady rate, from the shard journals' item start times s_0 <= s_1 <= ...: the objects
+    started after the first ``workers`` ones (which carry worker start-up: imports, EGL
+    context, shader compiles) over the time from s_workers to the last shard's finish; on a
+    small job it includes the tail where one worker has run out of shards and idles.
+    Per worker (the journal's ``pid``): from the start of its second object to the end of its
+    last one (its next start, or its shard's finish), over the objects in between; the median
+    over workers. That is the cost of an object to a busy worker, start-up and tail excluded."""
     import dataclasses
     import json
 
@@ -194,39 +202,55 @@ def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, i
     wall = time.perf_counter() - t0
     ray.shutdown()
     markers = shard_writer.read_markers(out)
-    starts = sorted(json.loads(line.split(" ", 1)[1])["t"] for m in markers
-                    for line in shard_writer.journal_path(out, m["shard"]).read_text().splitlines()
-                    if line.startswith("start "))
+    events = []  # (start, pid, shard finish)
+    for m in markers:
+        for line in shard_writer.journal_path(out, m["shard"]).read_text().splitlines():
+            if line.startswith("start "):
+                rec = json.loads(line.split(" ", 1)[1])
+                events.append((rec["t"], rec["pid"], m["finished"]))
+    events.sort()
+    starts = [t for t, _, _ in events]
     end = max(m["finished"] for m in markers)
     n = len(starts)
     steady = (n - workers) / (end - starts[workers]) if n > workers else float("nan")
+    per_worker = []
+    for pid in sorted({p for _, p, _ in events}):
+        mine = [(t, fin) for t, p, fin in events if p == pid]
+        if len(mine) >= 3:
+            last_end = max(fin for _, fin in mine)  # its last shard's finish (flush and marker included)
+            per_worker.append((last_end - mine[1][0]) / (len(mine) - 1))
     records = [r for m in markers for r in m["items"] if r["ok"]]
-    return wall, steady, summary.samples_ok, records
+    flush = sum(m.get("flush_seconds", 0.0) for m in markers) / max(len(records), 1)
+    for r in records:
+        r.setdefault("timings", {})["flush (per object)"] = flush
+    per = statistics.median(per_worker) if per_worker else float("nan")
+    return wall, steady, per, summary.samples_ok, records
 
 
-def write_breakdown(store: Path, scratch: Path, repeats: int = 3) -> list[tuple[str, float, float]]:
-    """(array, median seconds, MiB raw) to write one sample of ``store`` into a fresh store of the
-    same layout, array by array (what the task's "write" stage is made of: encode + write)."""
+def write_breakdown(store: Path, repeats: int = 3) -> list[tuple[str, float, float, float]]:
+    """(array, median seconds, MiB raw, MB stored) to compress one sample of ``store`` array by
+    array, as a shard task does (``shard_file.ShardSpec.encode_row``, one core): what the "encode"
+    stage is made of, beside the contract check."""
+    import zarr
     from numcodecs import blosc
 
-    from pipeline.engine import shard_writer
+    from pipeline.engine import shard_file
     from schemas.reader import StoreReader
 
     blosc.set_nthreads(1)  # as in a worker (shard_task): one core each
     reader = StoreReader(store)
     sample = reader.read(0)
     rows = []
-    times: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        shard_writer.create_store(scratch, reader.layout, 1, {"benchmark": True})
-        arrays = shard_writer.open_arrays(scratch, reader.layout)
-        for name, arr in arrays.items():
+    for spec in reader.layout.arrays:
+        arr = zarr.open_array(str(Path(store) / spec.name), mode="r")
+        sf = shard_file.ShardSpec.of(arr, Path(store) / spec.name)
+        times = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
-            arr[0] = sample[name]
-            times.setdefault(name, []).append(time.perf_counter() - t0)
-    for name, ts in times.items():
-        rows.append((name, statistics.median(ts), np.asarray(sample[name]).nbytes / 2**20))
-    shutil.rmtree(scratch, ignore_errors=True)
+            chunks = sf.encode_row(0, sample[spec.name])
+            times.append(time.perf_counter() - t0)
+        rows.append((spec.name, statistics.median(times), np.asarray(sample[spec.name]).nbytes / 2**20,
+                     sum(map(len, chunks.values())) / 1e6))
     return sorted(rows, key=lambda r: -r[1])
 
 
@@ -241,7 +265,7 @@ def stage_table(records: list[dict]) -> list[tuple[str, float, float]]:
     for st in STAGES:
         xs = [r.get("timings", {}).get(st, 0.0) for r in records]
         rows.append((st, statistics.median(xs), statistics.median(xs) / total))
-    other = [r["seconds"] - sum(r.get("timings", {}).values()) for r in records]
+    other = [r["seconds"] - sum(v for k, v in r.get("timings", {}).items() if k in STAGES[:-1]) for r in records]
     rows.append(("other (in the task)", statistics.median(other), statistics.median(other) / total))
     rows.append(("item total (record seconds)", total, 1.0))
     return rows
@@ -273,8 +297,8 @@ def main() -> None:
             for w in (1, 2) if rep % 2 == 0 else (2, 1):
                 jobs[w].append(job_run(tmp / "objects", tmp / f"w{w}.zarr", cfg, w))
                 print(f"  job {rep + 1}/{args.jobs}, {w} worker(s): {jobs[w][-1][0]:.1f} s", flush=True)
-        per_sample = store_bytes(tmp / "w2.zarr") / max(jobs[2][-1][2], 1)
-        writes = write_breakdown(tmp / "w2.zarr", tmp / "scratch.zarr")
+        per_sample = store_bytes(tmp / "w2.zarr") / max(jobs[2][-1][3], 1)
+        writes = write_breakdown(tmp / "w2.zarr")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_2 = os.getloadavg()
@@ -304,27 +328,30 @@ def main() -> None:
     print(f"\n3. Ray jobs, {args.objects} objects, {args.jobs} jobs each, median [min - max]")
     wall = {w: [j[0] for j in jobs[w]] for w in (1, 2)}
     rate = {w: [j[1] for j in jobs[w]] for w in (1, 2)}
+    busy = {w: [j[2] for j in jobs[w]] for w in (1, 2)}
     print(f"   job wall, 1 worker   {spread(wall[1], '{:.1f}')} s")
     print(f"   job wall, 2 workers  {spread(wall[2], '{:.1f}')} s")
-    print(f"   steady objects/s     1 worker {spread(rate[1])}, 2 workers {spread(rate[2])}")
-    print(f"   steady s/object per worker: 1 worker {spread([1 / r for r in rate[1]])}, "
-          f"2 workers {spread([2 / r for r in rate[2]])}")
+    print(f"   steady objects/s of the job (tail included): 1 worker {spread(rate[1])}, 2 workers {spread(rate[2])}")
     print(f"   speed-up 1 -> 2 workers: job wall {statistics.median(wall[1]) / statistics.median(wall[2]):.2f}x, "
           f"steady {statistics.median(rate[2]) / statistics.median(rate[1]):.2f}x")
-    print(f"   bytes/sample on disk {per_sample / 2**20:.2f} MiB")
+    print(f"   s/object per busy worker (start-up and tail excluded; target <= 0.6): "
+          f"1 worker {spread(busy[1], '{:.3f}')}, 2 workers {spread(busy[2], '{:.3f}')}")
+    print(f"   s/object per worker from the job rate (tail included): 1 worker {spread([1 / r for r in rate[1]], '{:.3f}')}, "
+          f"2 workers {spread([2 / r for r in rate[2]], '{:.3f}')}")
+    print(f"   bytes/sample on disk {per_sample / 2**20:.2f} MiB ({per_sample / 1e6:.2f} MB)")
     for w in (1, 2):
-        item = statistics.median(r["seconds"] for j in jobs[w] for r in j[3])
-        per = statistics.median([w / r for r in rate[w]])
-        print(f"   {w} worker(s): steady {per:.3f} s/object per worker = item {item:.3f} s (record) + "
-              f"{per - item:.3f} s between items (scheduling, shard open, marker)")
+        item = statistics.median(r["seconds"] for j in jobs[w] for r in j[4])
+        per = statistics.median(busy[w])
+        print(f"   {w} worker(s): {per:.3f} s/object per busy worker = item {item:.3f} s (record, median) + "
+              f"{per - item:.3f} s (shard flush, marker, scheduling, and the mean-median gap of the object mix)")
     for w in (1, 2):
-        recs = [r for j in jobs[w] for r in j[3]]
+        recs = [r for j in jobs[w] for r in j[4]]
         print(f"\n   per-stage seconds of an object inside a job, {w} worker(s) ({len(recs)} items; shard markers)")
         for st, sec, share in stage_table(recs):
             print(f"     {st:32}{sec:>8.3f} s {100 * share:>6.1f} %")
-    print("\n   the write stage by array (one sample into a fresh store, median of 3; encode + write):")
-    for name, sec, mib in writes:
-        print(f"     {name:32}{sec:>8.3f} s {mib:>8.1f} MiB raw")
+    print("\n   the encode stage by array (one sample compressed as a shard task does, median of 3):")
+    for name, sec, mib, mb in writes:
+        print(f"     {name:32}{sec:>8.3f} s {mib:>8.1f} MiB raw {mb:>8.2f} MB stored")
     print(f"\n   one process for comparison: {med['atlas']:.3f} s/object (includes load + normalise, no write)")
 
 

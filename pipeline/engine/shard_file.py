@@ -12,7 +12,8 @@ and zarrs (tests/pipeline/engine/test_shard_file.py):
   * inner chunk: the array's inner codec chain: ``bytes`` (little endian, C order), then each
     bytes-to-bytes codec in order (``blosc``, ``zstd``, ``crc32c``); a chunk equal to the
     fill value everywhere (all bytes zero, fill 0) is not stored ("write_empty_chunks": False);
-    edge chunks are padded with the fill value to the full chunk shape;
+    inner chunks tile the shard exactly and a row is one inner chunk deep (as the stores'
+    layouts make them; ``ShardSpec.of`` is None otherwise);
   * index: uint64 (offset, nbytes) per inner chunk in C order of the shard's chunk grid,
     2^64-1 for both where a chunk is absent, encoded with ``bytes`` (little endian) then
     ``crc32c`` (4 bytes, little endian), placed at the end (or the start) of the file.
@@ -88,8 +89,8 @@ class ShardSpec:
                 return None
         shard = tuple(meta.chunk_grid.chunk_shape)
         chunk = tuple(sharding.chunk_shape)
-        if any(s % c for s, c in zip(shard, chunk, strict=True)):
-            return None  # the spec requires inner chunks to tile the shard
+        if chunk[0] != 1 or any(s % c for s, c in zip(shard, chunk, strict=True)) or tuple(meta.shape[1:]) != shard[1:]:
+            return None  # rows of one chunk each, chunks tiling the shard, one shard across a row
         return cls(folder=Path(folder), dtype=np.dtype(meta.dtype.to_native_dtype()).newbyteorder("<"),
                    shard=shard, chunk=chunk, grid=tuple(s // c for s, c in zip(shard, chunk, strict=True)),
                    encoders=tuple(encoders), key=meta.encode_chunk_key,
@@ -112,8 +113,6 @@ class ShardSpec:
         if value.shape != sample_shape:
             raise ValueError(f"row shape {value.shape}, array rows are {sample_shape}")
         inner = self.chunk[1:]
-        if self.chunk[0] != 1:
-            raise ValueError("encode_row needs one row per inner chunk")
         out = {}
         for coords in product(*(range(g) for g in self.grid[1:])):
             part = value[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, inner, strict=True))]
@@ -189,6 +188,8 @@ def _little(codec) -> bool:
 def _nonzero(raw: np.ndarray) -> bool:
     """Any byte of the C-contiguous array not zero (the fill value's bytes)."""
     flat = raw.reshape(-1).view(np.uint8)
+    if flat.size and (flat[0] or flat[-1] or flat[flat.size // 2]):
+        return True  # a picture's corner or centre: no scan
     n8 = flat.size - flat.size % 8
     return bool(flat[:n8].view(np.uint64).any() or flat[n8:].any())
 

@@ -3,7 +3,7 @@
 Runs inside a Ray worker (or directly, in tests). Crash and hang handling lives here,
 beside the output, in the shard's journal:
 
-  ``start {"key", "t"}``    before an item is processed (JSON, with the wall-clock start)
+  ``start {"key", "t", "pid"}``  before an item is processed (JSON: wall-clock start, worker process)
   ``end <json record>``     after it is made: its rows compressed in memory, or failed
   ``flushed``               the rows of every item ended before it are in the shard files
   ``timeout <key>``         the watchdog fired; the process then exits hard
@@ -246,7 +246,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             if item.key in ended:
                 records.append(ended[item.key])
                 continue
-            log("start " + json.dumps({"key": item.key, "t": time.time()}))
+            log("start " + json.dumps({"key": item.key, "t": time.time(), "pid": os.getpid()}))
             t0 = time.perf_counter()
             rec = {"key": item.key, "rows": rows, "ok": True, "stage": None, "reason": None}
             try:

@@ -46,31 +46,35 @@ def codecs_for(codec: str, ndim: int) -> tuple[list, list]:
     with tensorstore, bit-identical). No numcodecs filters (``numcodecs.delta`` is registered but
     tensorstore cannot read it).
 
-    "image": uint8 [..., H, W, 3] pictures (RGB, references, skeleton maps); "normal": encoded
-    normal maps. Blosc's byte shuffle with a type size of 3 (one pixel) groups each channel of a
-    block into one run, so smooth planes reach zstd as smooth runs; blosc is a bytes-to-bytes codec,
-    its ``typesize`` is the shuffle's element size (any v3 reader decodes it: the blosc header carries
-    it). "depth": float16 maps, byte shuffle. "small": everything else, plain zstd.
+    "image": uint8 [..., H, W, 3] pictures (RGB, references, backgrounds, skeleton maps): blosc zstd,
+    no shuffle. "normal": encoded normal maps: blosc's byte shuffle with a type size of 3 (one pixel)
+    groups each channel of a block into one run, so the smooth planes of a surface reach zstd as
+    smooth runs (2.7x smaller than unshuffled); blosc is a bytes-to-bytes codec, its ``typesize`` is
+    the shuffle's element size (any v3 reader decodes it: the blosc header carries it). "depth":
+    float16 maps, byte shuffle. "small": everything else, plain zstd.
 
     Levels and blocks are chosen for a writer that has one core per worker: blosc's clevel c runs
-    zstd at level 2c-1, and 256 KiB blocks (instead of blosc's automatic 32-128 KiB) compress as
-    well as a level more. Per 24 x 512^2 Objaverse sample of the five builtin objects, one core:
+    zstd at level 2c-1 (c-blosc ``zstd_wrap_compress``), and 256 KiB blocks (instead of blosc's
+    automatic 32-128 KiB) compress about as well as a level more. At these levels the pixel shuffle
+    no longer helps RGB (2.25 MB shuffled, 2.24 MB not, and 20 % slower). Per 24 x 512^2 Objaverse
+    sample of the five builtin objects, one core, MB = 10^6 bytes:
 
-      =======================  ==========  =========  ===========  =========
-      images / normal, depth   compress s  RGB MB     normals MB   sample MB
-      =======================  ==========  =========  ===========  =========
-      clevel 5 / 5 (schema 3)  0.36        1.85       0.66         3.26
-      clevel 3 / 2, 256 KiB    0.14        2.25       0.74         3.81
-      clevel 2 / 2, 256 KiB    0.09        2.37       0.74         3.97
-      =======================  ==========  =========  ===========  =========
+      =================================  ==========  ======  ==========  ======
+      images / normals / depth           compress s  RGB MB  normals MB  sample
+      =================================  ==========  ======  ==========  ======
+      all clevel 5, auto blocks (v3.0)   0.36        1.85    0.66        3.26
+      3 shuffled / 2 / 2, 256 KiB        0.14        2.25    0.74        3.81
+      3 unshuffled / 2 / 2, 256 KiB      0.11        2.24    0.74        3.80
+      2 unshuffled / 2 / 2, 256 KiB      0.08        2.34    0.74        3.93
+      =================================  ==========  ======  ==========  ======
 
-    (the middle row is used; MB = 10^6 bytes). Geometry is lossless either way. A transpose codec
-    (channels first) compresses the same but decodes 2.5x slower (an interleaving copy of the
-    245 MB of normal maps of an HOI clip). ``shard_file`` writes these chains itself.
+    (the third row is used). Geometry is lossless either way. A transpose codec (channels first)
+    compresses like the shuffle but decodes 2.5x slower (an interleaving copy of the 245 MB of
+    normal maps of an HOI clip). ``shard_file`` writes these chains itself.
     """
     block = 256 * 2**10
     if codec == "image":
-        return [], [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=3, blocksize=block)]
+        return [], [BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle", typesize=1, blocksize=block)]
     if codec == "normal":
         return [], [BloscCodec(cname="zstd", clevel=2, shuffle="shuffle", typesize=3, blocksize=block)]
     if codec == "depth":

@@ -161,7 +161,7 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
     elif obj is not None:
         otrack = [ObjectTrack(p.vertices, vertex_normals(p.vertices, p.faces), p.faces, GL4 @ p.poses, obj_valid)
                   for p in clip.object_parts]
-    normal, depth = render_mlo(layer_renderer, K, T, otrack, tracks)
+    normal, depth = render_mlo(layer_renderer, K, T, otrack, tracks, depth_dtype=np.float16)
 
     mano_pose = np.zeros((T, 2, 48), np.float32)
     mano_trans = np.zeros((T, 2, 3), np.float32)
@@ -198,8 +198,8 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         SAMPLE_ATTRS: attrs,
         "rgb": np.stack([crop.crop_image(im, box, R) for im in clip.images]),
         "mlo_normal": normal,
-        "mlo_depth": depth.astype(np.float16),
-        "layer_present": (depth > 0).any(axis=(2, 3)),
+        "mlo_depth": depth,
+        "layer_present": (depth.view(np.uint16) != 0).any(axis=(2, 3)),  # +0 or positive: as depth > 0
         "ref_views": obj.ref_views if obj is not None else empty,
         "background": crop.crop_image(background, box, R),
         "points": obj.points if obj is not None else np.zeros((2048, 3), np.float32),

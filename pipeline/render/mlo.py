@@ -113,12 +113,13 @@ def upload_clip(renderer: LayerRenderer, obj: ObjectTrack | list[ObjectTrack] | 
 
 
 def render_mlo(renderer: LayerRenderer, K: np.ndarray, n_frames: int, obj: ObjectTrack | list[ObjectTrack] | None,
-               hands: dict[str, HandTrack]) -> tuple[np.ndarray, np.ndarray]:
-    """normal uint8 [T,13,R,R,3] ((n+1)/2*255, 0 absent) and depth float32 [T,13,R,R] (m, 0 absent).
+               hands: dict[str, HandTrack], depth_dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """normal uint8 [T,13,R,R,3] ((n+1)/2*255, 0 absent) and depth [T,13,R,R] (m, 0 absent) of
+    ``depth_dtype`` (float32, or float16 as stored: converted per drawn rectangle, not per map).
     ``obj``: the object layer, one rigid track or a list of rigid parts (see ``object_parts``)."""
     R, L = renderer.resolution, len(LAYER_NAMES)
     normal = np.zeros((n_frames * L, R, R, 3), np.uint8)
-    depth = np.zeros((n_frames * L, R, R), np.float32)
+    depth = np.zeros((n_frames * L, R, R), depth_dtype)
     names = upload_clip(renderer, obj, hands)
     try:
         tiles = layer_tiles(n_frames, obj, hands)
