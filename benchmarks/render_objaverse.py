@@ -276,7 +276,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the 5 demo objects, one process")
-    ap.add_argument("--objects", type=int, default=24, help="objects per Ray job")
+    ap.add_argument("--objects", type=int, default=40, help="objects per Ray job (40: with 2 workers, shards "
+                    "of 10 hold two of each demo object, so both workers get the same mix)")
     ap.add_argument("--jobs", type=int, default=3, help="repeats of the 1- and 2-worker jobs (alternated)")
     ap.add_argument("--sheet", type=Path, default=Path("out/rgb_atlas_vs_pyrender.png"), help="contact sheet PNG")
     args = ap.parse_args()
