@@ -15,8 +15,9 @@ On disk (one folder, a Zarr v3 group)::
     STORE/failures.jsonl         all failed items (rebuilt from the markers at the end of a run)
 
 One task owns one shard index k: it writes rows [k*S, (k+1)*S) of every array and then
-the marker. Zarr's local store writes each shard file atomically, so a killed task never
-leaves a torn file; an unmarked shard is simply redone.
+the marker. Rows are compressed as items are made and each array's shard file is written once
+(``ShardRows``, with our own ``shard_file`` encoder), by temp file + rename, so a killed task
+never leaves a torn file; an unmarked shard is simply redone.
 """
 
 from __future__ import annotations
