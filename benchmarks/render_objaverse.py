@@ -45,7 +45,7 @@ from pipeline.render import egl  # noqa: E402, F401
 from schemas.config import RenderConfig  # noqa: E402
 
 STAGES = ("fetch", "load", "normalise", "setup", "references", "points", "trajectory", "render_layers",
-          "render_rgb", "encode", "flush (per object)")
+          "render_rgb", "encode", "flush (per object, outside the item)")
 
 
 def demo_meshes(folder: Path, n: int) -> list[Path]:
@@ -222,7 +222,7 @@ def job_run(folder: Path, out: Path, cfg, workers: int) -> tuple[float, float, f
     records = [r for m in markers for r in m["items"] if r["ok"]]
     flush = sum(m.get("flush_seconds", 0.0) for m in markers) / max(len(records), 1)
     for r in records:
-        r.setdefault("timings", {})["flush (per object)"] = flush
+        r.setdefault("timings", {})["flush (per object, outside the item)"] = flush
     per = statistics.median(per_worker) if per_worker else float("nan")
     return wall, steady, per, summary.samples_ok, records
 

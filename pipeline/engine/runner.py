@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.engine import shard_writer
-from pipeline.engine.shard_task import WorkItem, process_shard
+from pipeline.engine.shard_task import WorkItem, process_shard, read_journal
 from pipeline.errors import UserError
 from schemas import StoreLayout
 
@@ -138,14 +138,14 @@ def create(job: Job, shards: list[list[int]]) -> str:
     return nonce
 
 
-def _count_ended(out: Path, shards) -> int:
+def _count_ended(out: Path, shards, made: bool = False) -> int:
+    """Items the shards' journals settle: recorded failures and items whose rows are in the shard
+    files (distinct keys, so an attempt that redoes items does not count as progress); with
+    ``made``, also items made and not yet written (the progress bar moves per item)."""
     n = 0
     for k in shards:
-        try:
-            with open(shard_writer.journal_path(out, k)) as f:
-                n += sum(1 for line in f if line.startswith("end "))
-        except FileNotFoundError:
-            pass
+        state = read_journal(shard_writer.journal_path(out, k))
+        n += len(state.ended) + (len(state.made) if made else 0)
     return n
 
 
@@ -287,7 +287,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
                         summary.samples_ok += len(rec["rows"])
                     else:
                         summary.items_failed += 1
-            live = _count_ended(out, [k for k in pending.values() if k not in retry])
+            live = _count_ended(out, [k for k in pending.values() if k not in retry], made=True)
             bar.n = min(len(job.items), summary.items_skipped + finished_items + live)
             bar.set_postfix(ok=summary.items_ok, failed=summary.items_failed, refresh=False)
             bar.refresh()

@@ -169,6 +169,8 @@ class ShardSpec:
     def write(self, shard: int, chunks: dict[tuple, bytes]) -> int:
         """Replace shard ``shard``'s file atomically (temp file + rename; no file if empty).
         Returns bytes written."""
+        if not self.folder.is_dir():  # the store was removed or replaced: never recreate it
+            raise FileNotFoundError(f"array folder {self.folder} is gone")
         path = self.path(shard)
         data = self.pack(chunks)
         if data is None:
@@ -176,8 +178,11 @@ class ShardSpec:
             return 0
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return len(data)
 
 

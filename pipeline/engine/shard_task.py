@@ -5,7 +5,8 @@ beside the output, in the shard's journal:
 
   ``start {"key", "t", "pid"}``  before an item is processed (JSON: wall-clock start, worker process)
   ``end <json record>``     after it is made: its rows compressed in memory, or failed
-  ``flushed``               the rows of every item ended before it are in the shard files
+  ``flushed {"keys"}``      these items' rows are in the shard files (an ok ``end`` counts
+                            only once a ``flushed`` line names it)
   ``timeout <key>``         the watchdog fired; the process then exits hard
 
   ``retry {"run", "keys"}``  ``--retry-failed`` re-runs these recorded failures (run id)
@@ -13,8 +14,8 @@ beside the output, in the shard's journal:
 Rows are compressed per item and written once per shard, at its end (or earlier when they
 pass ``FLUSH_BYTES``): each array's shard file is replaced atomically, keeping the rows
 already in it. When a task is retried (Ray restarts it after the worker died), items
-with an ``end`` line followed by ``flushed`` (or a failure's ``end``) are not redone;
-items made but not yet written are made again. An item that was started but never ended killed the worker, or was on it
+with an ``end`` line named by a later ``flushed`` line (or a failure's ``end``) are not
+redone; items made but not yet written are made again, and are not suspects. An item that was started but never ended killed the worker, or was on it
 when something else did (``kill -9``, the OOM killer, a preempted node): it is tried
 again; only when it was started twice without ending is it recorded as failed (stage
 "worker": it is poisoned), and an item whose watchdog fired as "timeout".
@@ -81,18 +82,20 @@ def resolve_step(ref: str):
 class JournalState:
     """What a shard's journal says. ``ended``: end records by key; ``dangling``: (key, start
     time) of the last item started and not ended; ``timed_out``: keys whose watchdog fired;
-    ``starts``: start lines per key not yet ended; ``runs``: retry run ids seen."""
+    ``starts``: start lines per key not yet ended; ``runs``: retry run ids seen; ``made``: ok
+    items whose rows were made but are not in the shard files (redone by the next attempt)."""
 
     ended: dict
     dangling: tuple[str, float] | None
     timed_out: set
     starts: Counter
     runs: set
+    made: dict
 
 
-def _read_journal(path: Path) -> JournalState:
+def read_journal(path: Path) -> JournalState:
     ended: dict[str, dict] = {}
-    made: dict[str, dict] = {}  # ok items whose rows were still in memory (no "flushed" since)
+    made: dict[str, dict] = {}  # ok items whose rows were in memory, not yet in a "flushed" line
     started: list[tuple[str, float]] = []
     starts: Counter = Counter()
     timed_out: set[str] = set()
@@ -101,7 +104,7 @@ def _read_journal(path: Path) -> JournalState:
         for line in path.read_text().splitlines():
             kind, _, rest = line.partition(" ")
             try:
-                rec = json.loads(rest) if kind in ("start", "end", "retry") else None
+                rec = json.loads(rest) if kind in ("start", "end", "retry", "flushed") else None
             except json.JSONDecodeError:
                 continue  # torn last line of a killed process
             if kind == "start":
@@ -110,12 +113,17 @@ def _read_journal(path: Path) -> JournalState:
                     starts[rec["key"]] += 1
                 except (KeyError, TypeError, ValueError):
                     continue
+                made.pop(rec["key"], None)  # made again: an earlier attempt's unwritten rows are void
             elif kind == "end" and isinstance(rec, dict) and "key" in rec:
-                (made if rec.get("ok") else ended)[rec["key"]] = rec
-                starts.pop(rec["key"], None)
-            elif kind == "flushed":
-                ended.update(made)
-                made.clear()
+                key = rec["key"]
+                ended.pop(key, None)
+                made.pop(key, None)
+                (made if rec.get("ok") else ended)[key] = rec
+                starts.pop(key, None)
+            elif kind == "flushed" and isinstance(rec, dict):
+                for key in rec.get("keys", []):  # only what this flush wrote, not another attempt's rows
+                    if key in made:
+                        ended[key] = made.pop(key)
             elif kind == "timeout":
                 timed_out.add(rest)
             elif kind == "retry" and isinstance(rec, dict):
@@ -128,7 +136,7 @@ def _read_journal(path: Path) -> JournalState:
                 started = [(k, t) for k, t in started if k not in rec.get("keys", [])]
     # made but never written: redone, and not suspects (they finished; the worker died later)
     dangling = next(((k, t) for k, t in reversed(started) if k not in ended and k not in made), None)
-    return JournalState(ended, dangling, timed_out, starts, runs)
+    return JournalState(ended, dangling, timed_out, starts, runs, made)
 
 
 class _Watchdog:
@@ -215,9 +223,22 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
         old = json.loads(mpath.read_text()) if mpath.exists() else None
         if old is not None and (retry is None or retry["run"] in old.get("retries", [])):
             return old  # an earlier attempt finished it (this retry run included)
-        state = _read_journal(jpath)
+        state = read_journal(jpath)
         buffer = shard_writer.ShardRows(out_path, layout, shard)
+        unwritten: list[str] = []  # ok items whose rows are in the buffer
         flush_s = 0.0
+
+        def flush() -> bool:
+            """Write the buffered rows (unless the store was replaced), then journal them."""
+            nonlocal flush_s
+            t_flush = time.perf_counter()
+            with _Watchdog(timeout_s, journal, "(flush)"):
+                if not buffer.flush(check=lambda: _same_store(out_path, nonce)):
+                    return False
+            log("flushed " + json.dumps({"keys": unwritten}))
+            unwritten.clear()
+            flush_s += time.perf_counter() - t_flush
+            return True
 
         def log(line: str) -> None:
             journal.write(line + "\n")
@@ -225,7 +246,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
 
         if retry is not None and retry["run"] not in state.runs:
             log("retry " + json.dumps(retry))
-            state = _read_journal(jpath)
+            state = read_journal(jpath)
         for rec in (old or {}).get("items", []):
             if retry is None or rec["key"] not in retry["keys"]:
                 state.ended.setdefault(rec["key"], rec)
@@ -259,11 +280,11 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
                     if not _same_store(out_path, nonce):
                         return stale
+                    attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
                     t_encode = time.perf_counter()
-                    buffer.add(rows, samples)
+                    buffer.add(rows, samples)  # all rows or none (SchemaError: none)
                     timings["encode"] = time.perf_counter() - t_encode
                     rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
-                    attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
                     if any(attrs):
                         rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)
             except StepFailed as e:
@@ -279,21 +300,13 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             rec["seconds"] = round(time.perf_counter() - t0, 4)
             log("end " + json.dumps(rec))
             records.append(rec)
-            if buffer.nbytes > FLUSH_BYTES:
-                if not _same_store(out_path, nonce):
-                    return stale
-                flush_s += _flush(buffer, log)
-        if not _same_store(out_path, nonce):
+            if rec["ok"]:
+                unwritten.append(item.key)
+            if buffer.nbytes > FLUSH_BYTES and not flush():
+                return stale
+        if not flush() or not _same_store(out_path, nonce):  # checked again: a flush takes a while
             return stale
-        flush_s += _flush(buffer, log)
         retries = (old or {}).get("retries", []) + ([retry["run"]] if retry else [])
         shard_writer.write_marker(out_path, shard, records, retries=retries, flush_seconds=round(flush_s, 4))
     return {"shard": shard, "items": records, "retries": retries}
 
-
-def _flush(buffer: shard_writer.ShardRows, log) -> float:
-    """Write the buffered rows, then journal ``flushed``; returns the seconds."""
-    t0 = time.perf_counter()
-    buffer.flush()
-    log("flushed")
-    return time.perf_counter() - t0

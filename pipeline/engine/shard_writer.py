@@ -179,39 +179,47 @@ class ShardRows:
 
     def add(self, rows: list[int], samples: list[dict]) -> None:
         """Check and compress ``samples`` for store rows ``rows`` (all in this shard). Raises
-        SchemaError (nothing added) if a sample breaks the contract."""
+        SchemaError (nothing added) if a sample breaks the contract; on any error nothing is
+        added to the buffer (arrays written through zarr-python may have been written)."""
         S = self.layout.samples_per_shard
         for row in rows:
             if row // S != self.shard:
                 raise ValueError(f"row {row} is not in shard {self.shard}")
         for sample in samples:
             validate_sample(self.layout, sample)
+        new: dict[str, dict[tuple, bytes]] = {name: {} for name in self.chunks}
         for row, sample in zip(rows, samples, strict=True):
             for name, spec in self.specs.items():
                 if spec is None:
                     self.arrays[name][row] = sample[name]
-                    continue
-                local = row % S
-                held = self.chunks[name]
-                for key in [k for k in held if k[0] == local]:  # the row is being made again
-                    self.nbytes -= len(held.pop(key))
-                new = spec.encode_row(local, sample[name])
-                held.update(new)
-                self.nbytes += sum(map(len, new.values()))
-            self.rows.add(row % S)
-
-    def flush(self) -> None:
-        """Write the held rows into the shard files (each array's file replaced atomically)."""
-        if not self.rows:
-            return
+                else:
+                    new[name].update(spec.encode_row(row % S, sample[name]))
+        made = {row % S for row in rows}
         for name, held in self.chunks.items():
+            for key in [k for k in held if k[0] in made]:  # a row made again replaces all its chunks
+                self.nbytes -= len(held.pop(key))
+            held.update(new[name])
+            self.nbytes += sum(map(len, new[name].values()))
+        self.rows |= made
+
+    def flush(self, check=None) -> bool:
+        """Write the held rows into the shard files (each array's file replaced atomically),
+        keeping the chunks of other rows already there. ``check``: called before each file;
+        False stops the flush (the store was replaced) and returns False."""
+        if not self.rows:
+            return True
+        for name, held in self.chunks.items():
+            if check is not None and not check():
+                return False
             spec = self.specs[name]
             chunks = {k: v for k, v in spec.read(self.shard).items() if k[0] not in self.rows}
             chunks.update(held)
             spec.write(self.shard, chunks)
+        for held in self.chunks.values():
             held.clear()
         self.rows.clear()
         self.nbytes = 0
+        return True
 
 
 def write_samples(out: Path, layout: StoreLayout, rows: list[int], samples: list[dict]) -> None:

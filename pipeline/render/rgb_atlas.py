@@ -292,8 +292,10 @@ class AtlasRGBRenderer:
         GL.glBindTexture(GL.GL_TEXTURE_2D, self._texs[1])
         GL.glPixelStorei(GL.GL_UNPACK_ALIGNMENT, 1)
         GL.glPixelStorei(GL.GL_UNPACK_ROW_LENGTH, FW)
-        GL.glTexSubImage2D(GL.GL_TEXTURE_2D, 0, 0, FH - H, W, H, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, self._bg[FH - H:])
-        GL.glPixelStorei(GL.GL_UNPACK_ROW_LENGTH, 0)
+        try:
+            GL.glTexSubImage2D(GL.GL_TEXTURE_2D, 0, 0, FH - H, W, H, GL.GL_RGB, GL.GL_UNSIGNED_BYTE, self._bg[FH - H:])
+        finally:
+            GL.glPixelStorei(GL.GL_UNPACK_ROW_LENGTH, 0)  # other uploads in this context read packed rows
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindTexture(GL.GL_TEXTURE_2D_MULTISAMPLE, self._texs[0])
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, resolve)

@@ -101,17 +101,59 @@ def test_a_corrupt_index_is_an_error(tmp_path):
         spec.unpack(bytes(data))
 
 
+def _journal(tmp_path, text):
+    path = tmp_path / "j"
+    path.write_text(text)
+    return shard_task.read_journal(path)
+
+
 def test_items_made_but_never_written_are_redone_without_suspicion(tmp_path):
-    """A worker that dies after making items (rows in memory) but before ``flushed``: those
-    items are made again; the one in flight when it died is the only suspect."""
-    journal = tmp_path / "j"
-    journal.write_text(
-        'start {"key": "a", "t": 1}\nend {"key": "a", "ok": true, "rows": [0]}\nflushed\n'
-        'start {"key": "b", "t": 2}\nend {"key": "b", "ok": true, "rows": [1]}\n'
-        'start {"key": "c", "t": 3}\nend {"key": "c", "ok": false, "rows": [2], "stage": "load"}\n'
-        'start {"key": "d", "t": 4}\n')
-    state = shard_task._read_journal(journal)
-    assert set(state.ended) == {"a", "c"}  # b's rows never reached the shard files
+    """A worker that dies after making items (rows in memory) but before they are ``flushed``:
+    those items are made again; the one in flight when it died is the only suspect."""
+    text = ('start {"key": "a", "t": 1}\nend {"key": "a", "ok": true, "rows": [0]}\nflushed {"keys": ["a"]}\n'
+            'start {"key": "b", "t": 2}\nend {"key": "b", "ok": true, "rows": [1]}\n'
+            'start {"key": "c", "t": 3}\nend {"key": "c", "ok": false, "rows": [2], "stage": "load"}\n')
+    state = _journal(tmp_path, text + 'start {"key": "d", "t": 4}\n')
+    assert set(state.ended) == {"a", "c"} and set(state.made) == {"b"}  # b's rows never reached the files
     assert state.dangling == ("d", 4.0)
-    journal.write_text(journal.read_text().replace('start {"key": "d", "t": 4}\n', ""))
-    assert shard_task._read_journal(journal).dangling is None  # died in the flush: nobody is poisoned
+    assert _journal(tmp_path, text).dangling is None  # died in the flush: nobody is poisoned
+
+
+def test_a_redo_that_fails_is_not_turned_back_into_ok_by_a_later_flush(tmp_path):
+    state = _journal(tmp_path, 'start {"key": "a", "t": 1}\nend {"key": "a", "ok": true, "rows": [0]}\n'
+                               'start {"key": "b", "t": 2}\n'  # attempt 1 dies on b
+                               'start {"key": "a", "t": 3}\nend {"key": "a", "ok": false, "rows": [0], "stage": "fetch"}\n'
+                               'start {"key": "b", "t": 4}\nend {"key": "b", "ok": true, "rows": [1]}\n'
+                               'flushed {"keys": ["b"]}\nstart {"key": "c", "t": 5}\n')
+    assert state.ended["a"]["ok"] is False and state.ended["b"]["ok"] is True and state.dangling == ("c", 5.0)
+
+
+def test_a_flush_writes_only_the_items_it_names(tmp_path):
+    """Attempt 2 redoes a, flushes early and dies: b (made by attempt 1 only) is not on disk."""
+    state = _journal(tmp_path, 'start {"key": "a", "t": 1}\nend {"key": "a", "ok": true, "rows": [0]}\n'
+                               'start {"key": "b", "t": 2}\nend {"key": "b", "ok": true, "rows": [1]}\n'
+                               'start {"key": "c", "t": 3}\n'
+                               'start {"key": "a", "t": 4}\nend {"key": "a", "ok": true, "rows": [0]}\n'
+                               'flushed {"keys": ["a"]}\n')
+    assert set(state.ended) == {"a"} and "b" not in state.ended
+
+
+def test_a_redo_in_flight_is_the_suspect_not_an_earlier_item(tmp_path):
+    state = _journal(tmp_path, 'start {"key": "a", "t": 1}\nend {"key": "a", "ok": true, "rows": [0]}\n'
+                               'start {"key": "b", "t": 2}\nstart {"key": "a", "t": 3}\ntimeout a\n')
+    assert state.dangling == ("a", 3.0) and "a" in state.timed_out
+
+
+def test_a_replaced_store_stops_the_flush(tmp_path):
+    layout = StoreLayout(kind="objaverse", frames=3, resolution=16, layers=("object",), samples_per_shard=2)
+    shard_writer.create_store(tmp_path / "s", layout, 1, {"title": "t"})
+    rows = shard_writer.ShardRows(tmp_path / "s", layout, 0)
+    rows.add([0], [_disc_sample(layout, np.random.default_rng(4))])
+    assert rows.flush(check=lambda: False) is False
+    assert not (tmp_path / "s" / "rgb" / "c").exists()
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "rgb")
+    with pytest.raises(FileNotFoundError, match="gone"):
+        rows.flush()
+    assert not (tmp_path / "s" / "rgb").exists()  # never recreated
