@@ -177,6 +177,8 @@ class ShardSpec:
             path.unlink(missing_ok=True)
             return 0
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
             tmp.write_bytes(data)

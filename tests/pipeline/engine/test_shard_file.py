@@ -33,7 +33,11 @@ def test_chunks_are_zarr_pythons_bytes_and_read_back(tmp_path, compressors):
     chunks = {}
     for r in range(4):
         chunks.update(spec.encode_row(r, x[4 + r]))
+    stale = spec.path(1).with_name(f".{spec.path(1).name}.tmp99999")  # a writer killed mid-write
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"torn")
     spec.write(1, chunks)
+    assert not stale.exists() and sorted(p.name for p in spec.path(1).parent.iterdir()) == ["0"]
     assert (1, 2, 0, 0, 0) not in chunks and len(chunks) == 15
     zarr_chunks = spec.unpack((tmp_path / "theirs" / "c" / "1" / "0" / "0" / "0" / "0").read_bytes())
     assert zarr_chunks == chunks  # every chunk byte for byte, the same absent one
