@@ -99,6 +99,17 @@ class HoiAdapter(Protocol):
         """uint8 [H,W,3] scene reference of the item's camera (the dataset's best choice)."""
 
 
+def make_selection(frames: int, stride: int = 1, min_valid_frames: float = 0.5, split: str | None = None,
+                   subjects: list[str] | None = None, sequences: list[str] | None = None,
+                   cameras: list[str] | None = None) -> dict:
+    """The ``selection`` every adapter reads: T frames per window every ``stride``-th frame;
+    windows with a hand in fewer than ``min_valid_frames`` of them are dropped; an official
+    ``split`` name; ``subjects``/``sequences``/``cameras`` as ``pick_names`` reads them (None or
+    empty: all)."""
+    return {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None,
+            "split": split, "frames": frames, "stride": stride, "min_valid_frames": min_valid_frames}
+
+
 def pick_names(names: list[str], wanted: list[str] | None) -> list[str]:
     """The ``names`` a selection option keeps (``--subjects``/``--sequences``/``--cameras``): each
     matches a wanted value exactly or as a suffix (e.g. 'subject-01'); all when none is given."""

@@ -71,8 +71,8 @@ def render_hoi(
     if not 0.0 <= min_valid_frames <= 1.0:
         raise UserError(f"--min-valid-frames must be in 0..1, got {min_valid_frames}")
     check_writable(out)
-    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None,
-                 "split": split, "min_valid_frames": min_valid_frames}
+    selection = {"subjects": subjects, "sequences": sequences, "cameras": cameras, "split": split,
+                 "min_valid_frames": min_valid_frames}  # adapter.make_selection adds frames and stride
     gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
     job = hoi_job.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
                                 workers)
@@ -124,8 +124,7 @@ def export_sequence(
     from pipeline.hoi.export_sequence import export
 
     check_writable(out)
-    selection = {"subjects": subjects or None, "sequences": sequences or None, "cameras": cameras or None,
-                 "split": split}
+    selection = {"subjects": subjects, "sequences": sequences, "cameras": cameras, "split": split}
     summary = export(dataset, root, out, selection, hand_model, str(mano_dir) if mano_dir else None,
                      fix_left_shapedirs, echo=typer.echo)
     typer.echo(summary.format())

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import hand_models
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.datasets import get_adapter
 from pipeline.sequence_format import (
     Camera,
@@ -69,8 +70,7 @@ def export(dataset: str, root: Path, out: Path, selection: dict, hand_model: str
     adapter = get_adapter(dataset)
     fix = bool(getattr(adapter, "fix_left_shapedirs", False)) if fix_left_shapedirs is None else fix_left_shapedirs
     models = hand_models(hand_model, mano_dir, fix)
-    sel = {"subjects": None, "sequences": None, "cameras": None, "split": None, **selection,
-           "frames": 1, "stride": 1, "min_valid_frames": 0.0}
+    sel = make_selection(**{**selection, "frames": 1, "stride": 1, "min_valid_frames": 0.0})
     adapter.skipped_windows = 0
     root, out = Path(root), Path(out)
     items = adapter.list_items(root, sel)

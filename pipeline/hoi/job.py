@@ -17,6 +17,7 @@ from pipeline.engine.runner import Job, auto_samples_per_shard
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed
 from pipeline.hands.model import hand_models
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.clip_sample import ObjectModel, build_sample, load_layer_object
 from pipeline.hoi.datasets import get_adapter
 from schemas import LAYER_NAMES, StoreLayout
@@ -98,7 +99,7 @@ def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: di
     ``cfg.samples_per_shard == 0`` picks the shard size (HOI samples are big: at most 8)."""
     adapter = get_adapter(dataset)
     cfg = resolve_config(cfg, adapter)  # the resolved setting travels in the options (and the fingerprint)
-    selection = {"min_valid_frames": 0.5, "split": None, **selection, "frames": cfg.frames, "stride": cfg.stride}
+    selection = make_selection(frames=cfg.frames, stride=cfg.stride, **selection)
     hand_models(cfg.hand_model, mano_dir, cfg.fix_left_shapedirs)  # fail early, on the driver
     adapter.skipped_windows = 0
     items = adapter.list_items(Path(root), selection)

@@ -16,6 +16,7 @@ def render_conditions(folder: Path, camera: str | None, resolution: int, hand_mo
     """The contract sample (all frames of the sequence, one crop) rendered by the HOI pipeline's own
     code, and a description of what was used."""
     from pipeline.hands.model import hand_models
+    from pipeline.hoi.adapter import make_selection
     from pipeline.hoi.clip_sample import ObjectModel, build_sample, load_layer_object
     from pipeline.hoi.datasets.sequence import SequenceAdapter
     from pipeline.render.workers import worker_renderers
@@ -36,8 +37,7 @@ def render_conditions(folder: Path, camera: str | None, resolution: int, hand_mo
     except ConfigError as e:
         raise UserError(str(e)) from None
     adapter = SequenceAdapter()
-    sel = {"subjects": None, "sequences": None, "cameras": [camera] if camera else None, "split": None,
-           "frames": n, "stride": 1, "min_valid_frames": 0.0}
+    sel = make_selection(frames=n, min_valid_frames=0.0, cameras=[camera] if camera else None)
     item = adapter.list_items(folder, sel)[0]
     models = hand_models(hoi.hand_model, mano_dir, hoi.fix_left_shapedirs)
     renderers = worker_renderers(hoi.resolution, hoi.ref_yfov_deg)

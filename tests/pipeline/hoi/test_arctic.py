@@ -14,6 +14,7 @@ import pytest
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import UserError
 from pipeline.hands.model import hand_models
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.datasets.arctic import ArcticAdapter, image_path
 from pipeline.hoi.datasets.arctic_object import MM, object_pose, split_parts, top_rotation
 from pipeline.hoi.demo.arctic import IOI_OFFSET, SEQ, SID, make_demo
@@ -43,8 +44,7 @@ def arctic_store(ray_cluster, arctic_root, tmp_path_factory) -> Path:
 
 
 def _selection(**kw):
-    return {"subjects": None, "sequences": None, "cameras": None, "split": None, "frames": FRAMES, "stride": 1,
-            "min_valid_frames": 0.5} | kw
+    return make_selection(**{"frames": FRAMES} | kw)
 
 
 def _item(view: int) -> WorkItem:

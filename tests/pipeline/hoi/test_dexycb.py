@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.errors import StepFailed, UserError
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.datasets import dexycb_splits
 from pipeline.hoi.datasets.dexycb import DexYCBAdapter
 from pipeline.hoi.demo.dexycb import SEQUENCE, SERIALS, SUBJECT
@@ -21,8 +22,7 @@ KEY = f"{SUBJECT}/{SEQUENCE}"
 
 
 def _sel(**kw):
-    return {"subjects": None, "sequences": None, "cameras": None, "frames": 4, "stride": 1,
-            "min_valid_frames": 0.0, "split": None} | kw
+    return make_selection(**{"frames": 4, "min_valid_frames": 0.0} | kw)
 
 
 # -- official splits ------------------------------------------------------------------------

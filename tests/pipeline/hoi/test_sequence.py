@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.demo.dexycb import SEQUENCE, SERIALS, SUBJECT, _camera_poses
 from pipeline.hoi.export_sequence import export, folder_name
 from pipeline.sequence_format import read_sequence
@@ -165,7 +166,7 @@ def test_video_frames_and_relative_poses_read_the_same(exported, tmp_path):
     np.savez(alt / "hands.npz", **hands)
 
     ad = SequenceAdapter()
-    sel = {"frames": FRAMES, "stride": 1, "min_valid_frames": 0.5}
+    sel = make_selection(frames=FRAMES)
     (ia,), (ib,) = ad.list_items(src, sel), ad.list_items(alt, sel)
     a = ad.load_clip(src, ia, [4, 5, 6, 7], models)
     b = ad.load_clip(alt, ib, [4, 5, 6, 7], models)

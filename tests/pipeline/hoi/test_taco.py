@@ -18,6 +18,7 @@ from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import HandModel
 from pipeline.hands.standin import standin_arrays
+from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.datasets.taco import TacoAdapter, read_hand_file
 from pipeline.hoi.demo.taco import SEQUENCE, SERIALS, TARGET_ID, TOOL_ID, TRIPLET, make_demo, target_poses
 from pipeline.hoi.torch_pickle import TensorUnpickler
@@ -47,8 +48,7 @@ def taco_store(ray_cluster, taco_root, tmp_path_factory) -> Path:
 
 
 def _selection(**kw):
-    return {"subjects": None, "sequences": None, "cameras": None, "split": None, "frames": FRAMES, "stride": 1,
-            "min_valid_frames": 0.5} | kw
+    return make_selection(**{"frames": FRAMES} | kw)
 
 
 # -- the hand files: pickled torch tensors, read without plain pickle.load ---------------------
