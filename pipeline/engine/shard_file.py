@@ -96,10 +96,6 @@ class ShardSpec:
                    encoders=tuple(encoders), key=meta.encode_chunk_key,
                    index_at_end=sharding.index_location.value == "end")
 
-    @property
-    def rows_per_shard(self) -> int:
-        return self.shard[0]
-
     def path(self, shard: int) -> Path:
         """The file of shard ``shard`` (rows [shard*S, (shard+1)*S))."""
         return self.folder / self.key((shard,) + (0,) * (len(self.shard) - 1))

@@ -85,7 +85,7 @@ def render_object(obj: CanonicalObject, cfg: RenderConfig, renderers: Renderers,
             poses = trajectory.object_poses(quats, trans)
             background = backgrounds.gradient_background(sample_rng(cfg.seed, obj.uid, clip, "background"), R)
         with timed(timings, "render_rgb"):
-            rgb = renderers.rgb.render_many(poses, cam_pose, background, alpha=False)  # one atlas pass (or pyrender)
+            rgb = renderers.rgb.render_many(poses, cam_pose, background)  # one atlas pass (or pyrender)
         with timed(timings, "render_layers"):
             normal, depth = renderers.layers.render([[Draw("object", view @ p)] for p in poses], K,
                                                     depth_dtype=np.float16)

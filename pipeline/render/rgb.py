@@ -80,11 +80,10 @@ class RGBRenderer:
         self.last_alpha = rgba[..., 3]  # uint8 [R,R] coverage of the last render (object pixel fraction)
         return composite_premultiplied(rgba, background)
 
-    def render_many(self, object_poses, camera_poses, backgrounds, alpha: bool = True) -> np.ndarray:
+    def render_many(self, object_poses, camera_poses, backgrounds) -> np.ndarray:
         """uint8 [n,R,R,3], one render per pose (the interface of ``rgb_atlas.AtlasRGBRenderer``):
         object_poses [n,4,4]; camera_poses [n,4,4] or one [4,4]; backgrounds [n,R,R,3] or one
-        [R,R,3]. ``last_alpha`` becomes uint8 [n,R,R] (``alpha`` is accepted for the interface;
-        pyrender reads it back either way)."""
+        [R,R,3]. ``last_alpha`` becomes uint8 [n,R,R]."""
         n = len(object_poses)
         cams = np.broadcast_to(camera_poses, (n, 4, 4))
         bgs = np.broadcast_to(backgrounds, (n,) + np.shape(backgrounds)[-3:])

@@ -145,11 +145,10 @@ class AtlasRGBRenderer:
         self.last_alpha = self.last_alpha[0]
         return out[0]
 
-    def render_many(self, object_poses, camera_poses, backgrounds, alpha: bool = True) -> np.ndarray:
+    def render_many(self, object_poses, camera_poses, backgrounds) -> np.ndarray:
         """uint8 [n,R,R,3]: the object at object_poses [n,4,4] (object -> world) seen from
         camera_poses [n,4,4] or one [4,4] (camera -> world, OpenGL axes), composited over
-        backgrounds uint8 [n,R,R,3] or one [R,R,3]. ``last_alpha``: coverage uint8 [n,R,R]
-        (None with ``alpha=False``, which reads back and copies three channels, not four)."""
+        backgrounds uint8 [n,R,R,3] or one [R,R,3]. ``last_alpha``: coverage uint8 [n,R,R]."""
         R = self.resolution
         n = len(object_poses)
         cams = np.broadcast_to(np.asarray(camera_poses, np.float64), (n, 4, 4))
@@ -157,16 +156,15 @@ class AtlasRGBRenderer:
         views = [np.linalg.inv(c) @ np.asarray(p, np.float64) for p, c in zip(object_poses, cams, strict=True)]
         out = np.empty((n, R, R, 3), np.uint8)
         out[...] = bgs  # (a broadcast copy with np.array is 4x slower)
-        self.last_alpha = np.zeros((n, R, R), np.uint8) if alpha else None
+        self.last_alpha = np.zeros((n, R, R), np.uint8)
         rects = [(i, r) for i, r in ((i, self._tile_rect(v)) for i, v in enumerate(views)) if r is not None]
         for batch in pack_rects(rects, self.side):
-            pixels = self._render_atlas([(views[i], (x0, y0, w, h), pos, bgs[i, y0:y0 + h, x0:x0 + w])
-                                         for i, (x0, y0, w, h), pos in batch], 4 if alpha else 3)
+            rgba = self._render_atlas([(views[i], (x0, y0, w, h), pos, bgs[i, y0:y0 + h, x0:x0 + w])
+                                       for i, (x0, y0, w, h), pos in batch])
             for i, (x0, y0, w, h), (ax, ay) in batch:
-                tile = pixels[ay:ay + h, ax:ax + w]
+                tile = rgba[ay:ay + h, ax:ax + w]
                 out[i, y0:y0 + h, x0:x0 + w] = tile[..., :3]
-                if alpha:
-                    self.last_alpha[i, y0:y0 + h, x0:x0 + w] = tile[..., 3]
+                self.last_alpha[i, y0:y0 + h, x0:x0 + w] = tile[..., 3]
         return out
 
     def _tile_rect(self, view: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -222,10 +220,10 @@ class AtlasRGBRenderer:
         if status != GL.GL_FRAMEBUFFER_COMPLETE:
             raise RuntimeError(f"RGB atlas framebuffer incomplete (status {status:#x})")
 
-    def _render_atlas(self, items, channels: int = 4) -> np.ndarray:
+    def _render_atlas(self, items) -> np.ndarray:
         """Draw tiles ``(view [4,4], rect (x0,y0,w,h), atlas pos (ax,ay), background uint8
-        [h,w,3])``; returns uint8 [H,W,channels] of the used atlas corner, rows top-down: the
-        colour composited over each tile's background, and (channels 4) the coverage alpha."""
+        [h,w,3])``; returns uint8 [H,W,4] of the used atlas corner, rows top-down: the colour
+        composited over each tile's background, and the coverage alpha."""
         from OpenGL import GL
 
         W = max(ax + r[2] for _, r, (ax, _), _ in items)
@@ -273,9 +271,9 @@ class AtlasRGBRenderer:
         GL.glDisable(GL.GL_SCISSOR_TEST)
         GL.glReadBuffer(GL.GL_COLOR_ATTACHMENT0)
         GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-        data = GL.glReadPixels(0, FH - H, W, H, GL.GL_RGBA if channels == 4 else GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
+        data = GL.glReadPixels(0, FH - H, W, H, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
-        return np.frombuffer(data, np.uint8).reshape(H, W, channels)[::-1]
+        return np.frombuffer(data, np.uint8).reshape(H, W, 4)[::-1]
 
     def _resolve_over_backgrounds(self, items, resolve: int, W: int, H: int) -> None:
         """Average the MSAA samples and composite them over the tiles' backgrounds into the
