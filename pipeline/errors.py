@@ -23,3 +23,17 @@ class StepFailed(Exception):
     def __init__(self, stage: str, reason: str, detail: str | None = None):
         super().__init__(f"{stage}: {reason}")
         self.stage, self.reason, self.detail = stage, reason, detail
+
+
+class StorageError(Exception):
+    """The device or bucket holding a store refuses writes for a reason no retry fixes: the run
+    stops scheduling new shards, keeps what is complete, and exits non-zero with this one-line
+    message (it names the output: "no space left on the device holding OUT", ...)."""
+
+
+class NoSpaceLeft(StorageError):
+    """ENOSPC / EDQUOT on a filesystem, or a quota error from an object store."""
+
+
+class WriteRefused(StorageError):
+    """Permission denied, read-only filesystem, or a bucket that refuses the write (AccessDenied)."""
