@@ -3,7 +3,7 @@
 Checkpoint (``torch.save`` of a dict; written to a temp file then renamed, so a crash never
 leaves a torn checkpoint)::
 
-    format         "manivideo.trainer/1"
+    format         "manivideo.trainer/2"
     stage, step    "stage1" | "stage2", optimiser steps done
     config         TrainConfig.to_dict()
     model          ManiVideoModel.state_dict() (VAE included: a random-init VAE must match too)
@@ -26,7 +26,8 @@ from safetensors.torch import save_file
 
 from pipeline.errors import UserError
 
-FORMAT = "manivideo.trainer/1"
+FORMAT = "manivideo.trainer/2"  # 2: four-conv pose guider, latent codec class, E_N's own cross-attention
+OLD_FORMATS = {"manivideo.trainer/1": "an earlier trainer (8-conv pose guider); retrain with this version"}
 
 
 def rng_states() -> dict:
@@ -61,6 +62,8 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # noqa: BLE001  (not a torch file, truncated, ...)
         raise UserError(f"{path} is not a readable trainer checkpoint ({type(e).__name__})") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") in OLD_FORMATS:
+        raise UserError(f"{path} was written by {OLD_FORMATS[ckpt['format']]}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a manivideo trainer checkpoint")
     return ckpt
@@ -83,7 +86,8 @@ def load_model_weights(model, ckpt: dict, prefer_ema: bool = True) -> bool:
 
 def export_pretrained(model, folder: str | Path, cfg_dict: dict) -> Path:
     """diffusers ``save_pretrained`` folders: unet/ (UNet2DConditionModel or UNetMotionModel),
-    reference_unet/, vae/, pose_guider/, mlo_embedding/, geometry_embedding/, plus
+    reference_unet/, vae/ (the latent codec), pose_guider/, mlo_embedding/, geometry_embedding/,
+    geometry_attention/ (cond_attention=separate), plus
     motion_adapter/ in stage 2, ref_context.safetensors and trainer_config.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +100,8 @@ def export_pretrained(model, folder: str | Path, cfg_dict: dict) -> Path:
         model.mlo_embed.save_pretrained(folder / "mlo_embedding")
     if getattr(model, "skeleton_guider", None) is not None:  # G_1 (use_skeleton)
         model.skeleton_guider.save_pretrained(folder / "skeleton_guider")
+    if getattr(model, "geo_attention", None) is not None:    # E_N's own cross-attention (cond_attention=separate)
+        model.geo_attention.save_pretrained(folder / "geometry_attention")
     if model.is_video:
         model.unet.save_motion_modules(str(folder / "motion_adapter"))
     save_file({"ref_context": model.ref_context.detach().cpu().contiguous()}, folder / "ref_context.safetensors")
@@ -112,7 +118,8 @@ def architecture(model, cfg) -> dict:
     UNet is always the 2D layout)."""
     from diffusers import MotionAdapter
 
-    arch = {"vae": dict(model.vae.config), "unet": dict(model.reference_unet.config), "motion_adapter": None}
+    arch = {"vae": dict(model.vae.config), "vae_class": type(model.vae).__name__,
+            "unet": dict(model.reference_unet.config), "motion_adapter": None}
     if cfg.motion_adapter_path and Path(cfg.motion_adapter_path).is_dir():
         arch["motion_adapter"] = dict(MotionAdapter.load_config(cfg.motion_adapter_path))
     else:  # trainer.model.build_motion_adapter's random-init layout
@@ -126,11 +133,13 @@ def architecture(model, cfg) -> dict:
 
 def build_from_architecture(cfg, stage: str, arch: dict):
     """An uninitialised ManiVideoModel of the checkpoint's exact layout (weights come after)."""
-    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+    from diffusers import MotionAdapter, UNet2DConditionModel
 
+    from trainer.latents import codec_from_config
     from trainer.model import ManiVideoModel
 
-    model = ManiVideoModel(cfg, AutoencoderKL.from_config(arch["vae"]), UNet2DConditionModel.from_config(arch["unet"]))
+    codec = codec_from_config(arch["vae"], arch.get("vae_class", "AutoencoderKL"))
+    model = ManiVideoModel(cfg, codec, UNet2DConditionModel.from_config(arch["unet"]))
     if stage == "stage2":
         model.to_stage2(MotionAdapter.from_config(arch["motion_adapter"]))
     return model
@@ -167,10 +176,11 @@ def load_any(path: str | Path):
 
 def load_export(folder: str | Path):
     """(model, config, stage) from an ``export_pretrained`` folder (the EMA weights when the run had EMA)."""
-    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
     from safetensors.torch import load_file
 
     from trainer.config import config_from_dict
+    from trainer.latents import codec_from_folder
     from trainer.model import ManiVideoModel
 
     folder = Path(folder)
@@ -178,7 +188,7 @@ def load_export(folder: str | Path):
         raise UserError(f"{folder} is not a trainer export (no trainer_config.json)")
     cfg = config_from_dict(json.loads((folder / "trainer_config.json").read_text()))
     ref = UNet2DConditionModel.from_pretrained(folder / "reference_unet")
-    model = ManiVideoModel(cfg, AutoencoderKL.from_pretrained(folder / "vae"), ref)  # reference_unet: a copy of ref
+    model = ManiVideoModel(cfg, codec_from_folder(folder / "vae"), ref)  # reference_unet: a copy of ref
     stage = "stage2" if (folder / "motion_adapter").is_dir() else "stage1"
     if stage == "stage2":
         model.to_stage2(MotionAdapter.from_pretrained(folder / "motion_adapter"))
@@ -186,7 +196,8 @@ def load_export(folder: str | Path):
     else:
         model.unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
     for name, sub in (("pose_guider", "pose_guider"), ("geo_embed", "geometry_embedding"),
-                      ("mlo_embed", "mlo_embedding"), ("skeleton_guider", "skeleton_guider")):
+                      ("mlo_embed", "mlo_embedding"), ("skeleton_guider", "skeleton_guider"),
+                      ("geo_attention", "geometry_attention")):
         module = getattr(model, name, None)
         if module is not None:
             module.load_state_dict(type(module).from_pretrained(folder / sub).state_dict())

@@ -144,7 +144,7 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
         H       [B, F, C_h, R, R] layer normals in [-1, 1] (C_h = 39), or 1-channel inverse depth
                                  in (0, 1] for mlo_mode "depth_only"; 0 where absent
         D       [B, F, 13, R, R] occlusion confidence in [0, 1] (zeros for "depth_only")
-        H_o     [B, F, C_o, R, R] object-layer normals (C_o = 3) or the same inverse depth (1)
+        H_o     [B, F, 3, R, R]  object-layer normals (every mlo_mode: E_N's input)
         points  [B, 2048, 6]     zero where dropped or missing (human)
         mask    [B, F, 1, R, R]  union of all layers (hand-object region); human: the person mask; {0, 1}
         S       [B, F, 3, R, R]  skeleton map in [0, 1] (zeros but for human items); only if the batch has it
@@ -176,16 +176,17 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
     rgb, refs, normal, depth = flipped["target"], flipped["refs"], flipped["normal"], flipped["depth"]
     b, f = normal.shape[:2]
     mask = (depth > 0).any(dim=2, keepdim=True).float()
+    H_o = normal[:, :, LAYER_NAMES.index("object")]
     if mlo_mode == "depth_only":
-        # "No MLO" ablation: one composite depth map, as a depth camera would see it.
+        # Table 2 "w/o MLO": the hand-object MLO (H and D) is replaced by one composite depth map, as a
+        # depth camera would see it; the object's own geometry condition (H_o and P into E_N) stays.
         front = torch.where(depth > 0, depth, torch.inf).amin(dim=2, keepdim=True)
         near = front.flatten(1).amin(dim=1).view(b, 1, 1, 1, 1)
         inv = torch.where(torch.isfinite(front), near / front, 0.0)
-        H, D, H_o = inv, torch.zeros_like(depth), inv
+        H, D = inv, torch.zeros_like(depth)
     else:
         H = normal.reshape(b, f, N_LAYERS * 3, *normal.shape[-2:])
         D = occlusion_confidence(depth, tau=tau, layer_axis=2)
-        H_o = normal[:, :, LAYER_NAMES.index("object")]
     keep = batch["ref_keep"].to(dev).float()
     has_object = (~human).float()
     view_keep = (keep * has_object).view(b, 1, 1, 1, 1)
@@ -216,5 +217,5 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
 def condition_channels(mlo_mode: str) -> tuple[int, int, int]:
     """(pose guider input C_h, E_F input C_h + C_d or 0 when E_F is off, E_N conv input C_o)."""
     if mlo_mode == "depth_only":
-        return 1, 1, 1
+        return 1, 1, 3
     return N_LAYERS * 3, (N_LAYERS * 4 if mlo_mode == "full" else 0), 3

@@ -22,7 +22,9 @@ STAGES = ("stage1", "stage2")
 MLO_MODES = ("full", "depth_only", "noise_only")  # full | ablation "no MLO" | "MLO in the noise only"
 POSE_GUIDER_MODES = ("latent", "conv_in")         # paper eq. 1 | Animate Anyone
 PRECISIONS = ("no", "bf16", "fp16")
-PREDICTIONS = ("epsilon", "v_prediction")
+LATENTS = ("vae", "pixels")
+COND_ATTENTION = ("separate", "shared")
+PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample = x0 (trainer.train.prediction_target)
 DEFAULT_STORE = "out/objaverse.zarr"  # what the README demo command (render-objaverse --source builtin) writes
 
 
@@ -58,11 +60,14 @@ class TrainConfig:
     attention_head_dim: int = 8
     norm_num_groups: int = 8
     cross_attention_dim: int = 32
-    vae_block_out_channels: list = field(default_factory=lambda: [8, 16, 16, 16])
+    latent: str = "pixels"           # vae (SD's AutoencoderKL) | pixels (exact pixel patches; trainer.latents)
+    latent_patch: int = 8            # pixels: p x p patches -> 3 p^2 latent channels (64 px -> 8 x 8 x 192)
+    vae_block_out_channels: list = field(default_factory=lambda: [8, 16, 16, 16])  # latent=vae without weights
     vae_layers_per_block: int = 1
-    vae_scale: float = 3.0           # latent scaling to ~unit variance: SD1.5's VAE 0.18215; the random tiny VAE ~3
+    vae_scale: float = 2.0           # latent scaling to ~unit variance: SD1.5's VAE 0.18215; pixel patches ~2
     motion_heads: int = 2
-    pose_guider_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
+    pose_guider_channels: list = field(default_factory=lambda: [16, 32, 64])  # + the zero output conv = 4 convs
+    cond_attention: str = "separate"  # E_F and E_N: own cross-attentions (paper eqs. 2, 4) | shared (one softmax)
     pose_guider_mode: str = "latent"
     use_skeleton: bool = False       # G_1: a second pose guider on the skeleton map S of human items (eq. 5)
     mlo_mode: str = "full"
@@ -84,7 +89,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0           # 0 = no EMA
     snr_gamma: float = 0.0           # min-SNR weighting gamma; 0 = plain MSE
-    prediction_type: str = "epsilon"
+    prediction_type: str = "sample"  # tiny: x0 (pixel patches, trainer.train.prediction_target); sd15: epsilon
     zero_terminal_snr: bool = False
     num_train_timesteps: int = 1000
     ddp_find_unused: bool = True     # safe default; the frozen reference-net tail makes False work too
@@ -119,19 +124,25 @@ class TrainConfig:
         check(self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}")
         check(self.prediction_type in PREDICTIONS, f"prediction_type must be one of {PREDICTIONS}")
         check(isinstance(self.stores, list) and len(self.stores) > 0, "stores must be a non-empty list of paths")
-        down = 2 ** (len(self.vae_block_out_channels) - 1)
+        check(self.latent in LATENTS, f"latent must be one of {LATENTS}, got {self.latent!r}")
+        check(self.latent == "vae" or not self.pretrained_sd15, "pretrained_sd15 needs latent=vae (SD's VAE)")
+        check(self.cond_attention in COND_ATTENTION,
+              f"cond_attention must be one of {COND_ATTENTION}, got {self.cond_attention!r}")
+        check(self.latent_patch >= 1 and self.latent_patch & (self.latent_patch - 1) == 0,
+              "latent_patch must be a power of 2")
+        down = self.latent_patch if self.latent == "pixels" else 2 ** (len(self.vae_block_out_channels) - 1)
         check(self.resolution % (down * 2 ** (len(self.block_out_channels) - 1)) == 0,
-              f"resolution {self.resolution} must be divisible by the VAE and UNet downsampling")
-        check(2 ** (len(self.pose_guider_channels) - 1) == down,
-              "pose_guider_channels must downsample by the VAE factor (len = len(vae_block_out_channels))")
+              f"resolution {self.resolution} must be divisible by the latent and UNet downsampling")
+        check(2 ** len(self.pose_guider_channels) >= down,
+              f"pose_guider_channels: {len(self.pose_guider_channels)} strided convs cannot downsample by {down}")
         check(self.frames >= 1 and self.stage1_batch >= 1 and self.stage2_batch >= 1 and self.grad_accum >= 1,
               "frames, batch sizes and grad_accum must be >= 1")
         check(min(self.mix_objaverse, self.mix_hoi, self.mix_human) >= 0, "mix_* weights must be >= 0")
         check(0 <= self.flip_p <= 1 and 0 <= self.ref_dropout <= 1, "flip_p and ref_dropout must be in [0, 1]")
         check(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
         # zero terminal SNR makes alphas_cumprod[T-1] = 0: an epsilon model cannot give x0 there
-        check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
-              "zero_terminal_snr needs prediction_type=v_prediction (epsilon is undefined at zero SNR)")
+        check(not self.zero_terminal_snr or self.prediction_type != "epsilon",
+              "zero_terminal_snr needs prediction_type=v_prediction or sample (epsilon is undefined at zero SNR)")
         check(self.stage1_lr > 0 and self.stage2_lr > 0, "learning rates must be > 0")
         check(self.log_every >= 1 and self.sample_steps >= 1, "log_every and sample_steps must be >= 1")
         check(min(self.ckpt_every, self.val_every, self.num_workers, self.warmup_steps) >= 0,
@@ -156,9 +167,9 @@ PRESETS: dict[str, dict] = {
                  stage1_lr=1e-3, stage2_lr=1e-3, log_every=10, ckpt_every=100, val_every=100,
                  sample_steps=4),
     # The paper's size: SD1.5 UNet (random init from this config unless pretrained_sd15 is given).
-    "sd15": dict(run_dir="runs/sd15", resolution=512, frames=24, num_workers=4,
+    "sd15": dict(run_dir="runs/sd15", resolution=512, prediction_type="epsilon", frames=24, num_workers=4,
                  block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, attention_head_dim=8,
-                 norm_num_groups=32, cross_attention_dim=768, vae_block_out_channels=[128, 256, 512, 512],
+                 norm_num_groups=32, cross_attention_dim=768, latent="vae", vae_block_out_channels=[128, 256, 512, 512],
                  vae_layers_per_block=2, vae_scale=0.18215, motion_heads=8, token_grid=16, embed_channels=128,
                  mixed_precision="bf16", gradient_checkpointing=True, log_every=50, ckpt_every=2000,
                  val_every=2000, sample_steps=25),

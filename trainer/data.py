@@ -1,7 +1,8 @@
 """Dataset over one or more stores, the mixing rule, augmentation draws, and the DataLoader.
 
 Position-indexed: item ``n`` of the infinite training stream is a pure function of
-(seed, n): which source (Objaverse / HOI / human, by the configured weights), which store of
+(seed, n): which source (Objaverse / HOI / human, stratified: each block of consecutive
+positions holds the sources by the configured weights, ``stratified_cycle``), which store of
 that source (by size), which sample, which frame(s), flip, colour-jitter factors and
 reference dropout are all drawn from ``np.random.default_rng([seed, n])``. So any worker may
 build any item, and resuming = restarting the stream at the number of items consumed
@@ -70,6 +71,27 @@ def open_stores(paths: list[str], split: str = "all", test_fraction: float = 0.0
     return readers
 
 
+def stratified_cycle(p: np.ndarray, max_repeat: int = 8) -> np.ndarray:
+    """The sources of one block of stream positions: source j appears ~ p_j x block times.
+
+    The paper samples "equally from each dataset in each iteration": with equal weights a block
+    is one position per source, so every aligned run of k positions (a step, when batch x
+    grad_accum x world is a multiple of k) holds each source once. Other weights get the
+    shortest block (a multiple of k, up to ``max_repeat`` k) whose counts, rounded by largest
+    remainder, come closest to the weights. ``MixedStores.draw`` shuffles the block per seed."""
+    k = len(p)
+    best = None
+    for m in range(1, max_repeat + 1):
+        size = m * k
+        counts = np.floor(p * size).astype(int)
+        rest = size - counts.sum()
+        counts[np.argsort(-(p * size - counts), kind="stable")[:rest]] += 1
+        err = np.abs(counts / size - p).max()
+        if best is None or err < best[0] - 1e-12:
+            best = (err, counts)
+    return np.repeat(np.arange(k), best[1])
+
+
 class MixedStores(Dataset):
     """``ds[n]`` -> one raw item (see trainer.conditions) for stream position n.
 
@@ -96,6 +118,7 @@ class MixedStores(Dataset):
             raise UserError("no store can be sampled: every source present has weight 0 (mix_* / use_objaverse)")
         w = np.array([weights[s] for s in self.sources], dtype=np.float64)
         self.source_p = w / w.sum()
+        self.cycle = stratified_cycle(self.source_p)
         self.groups = {s: groups[s] for s in self.sources}
         self.group_p = {s: np.array([len(self.readers[i]) for i in g], dtype=np.float64) for s, g in self.groups.items()}
         self.group_p = {s: p / p.sum() for s, p in self.group_p.items()}
@@ -106,7 +129,8 @@ class MixedStores(Dataset):
     def draw(self, n: int) -> dict:
         """Everything random about item n (pure function of seed and n)."""
         rng = np.random.default_rng([self.seed, n])
-        source = self.sources[rng.choice(len(self.sources), p=self.source_p)]
+        block, pos = divmod(n, len(self.cycle))  # stratified: each block of positions holds the sources by weight
+        source = self.sources[np.random.default_rng([self.seed, block, 1]).permutation(self.cycle)[pos]]
         store = self.groups[source][rng.choice(len(self.groups[source]), p=self.group_p[source])]
         reader = self.readers[store]
         index = int(rng.integers(len(reader)))

@@ -1,17 +1,23 @@
 """The condition encoders diffusers does not have: pose guider G, MLO embedding E_F, geometry E_N.
 
-All three start as exact no-ops on the base UNet: G's output conv is zero (diffusers'
-ControlNetConditioningEmbedding), and the token MLPs end in a zero Linear, so at init the
-UNet sees zero tokens in cross-attention (the "empty context" of a text-free SD UNet).
+All three start with a zero output: G's last conv is zero, and the token MLPs end in a zero
+Linear, so at init the UNet sees the noisy latent unchanged and all-zero condition tokens. With
+zero tokens a cross-attention's keys and values are zero (SD's to_k/to_v have no bias), so it
+adds only its output projection's bias: the model at init is the base UNet run with an all-zero
+context. For a randomly initialised UNet that is simply its starting point. For a pretrained
+SD1.5 it is *not* SD's unconditional model (SD was trained with the CLIP embedding of the empty
+prompt, not zeros), so the first steps also adapt the UNet to the new context; nothing here
+claims otherwise.
 They are diffusers ModelMixin/ConfigMixin classes, so ``save_pretrained`` exports them.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -19,23 +25,41 @@ SKELETON_CHANNELS = 3  # the skeleton map S is an RGB image (OpenPose colours), 
 
 
 class PoseGuider(ModelMixin, ConfigMixin):
-    """G: image-space MLO normals H -> latent-resolution features (zero at init).
+    """G: image-space MLO normals H -> latent-resolution features (zero at init). Four conv layers.
+
+    The paper follows Animate Anyone's guider: "four convolution layers (4x4 kernels, 2x2 strides,
+    16, 32, 64, 128 channels)". Four 2x2-strided convs would downsample 16x, but SD's latent is
+    1/8 of the image, so here the first log2(downscale) convs are 4x4 with stride 2 and the rest
+    3x3 with stride 1; the fourth conv is the zero-initialised output, whose width is what it
+    feeds (the latent channels for eq. 1, conv_in's width after conv_in), not 128. The default
+    ``channels`` (16, 32, 64) + the output conv = the paper's four layers.
 
     The skeleton guider G_1 of human items (paper eq. 5, z''_t = z_t + G_1(S)) is this same
     class with ``in_channels = SKELETON_CHANNELS``: same structure, its own weights.
 
-    forward: cond [N, in_channels, R, R] float -> [N, out_channels, R/8, R/8] (factor = 2**(len(channels)-1)).
-    out_channels = latent channels (added to the noisy latent, paper eq. 1) or the UNet's first
-    block width (added after conv_in, Animate Anyone).
+    forward: cond [N, in_channels, R, R] float -> [N, out_channels, R/downscale, R/downscale].
     """
 
     @register_to_config
-    def __init__(self, in_channels: int = 39, out_channels: int = 4, channels: tuple = (16, 32, 64, 128)):
+    def __init__(self, in_channels: int = 39, out_channels: int = 4, channels: tuple = (16, 32, 64),
+                 downscale: int = 8):
         super().__init__()
-        self.net = ControlNetConditioningEmbedding(out_channels, in_channels, tuple(channels))
+        n_down = int(round(math.log2(downscale)))
+        if 2 ** n_down != downscale or n_down > len(channels):
+            raise ValueError(f"a {len(channels) + 1}-conv guider cannot downscale by {downscale}")
+        layers, c = [], in_channels
+        for i, width in enumerate(channels):
+            conv = (nn.Conv2d(c, width, 4, stride=2, padding=1) if i < n_down
+                    else nn.Conv2d(c, width, 3, padding=1))
+            layers += [conv, nn.SiLU()]
+            c = width
+        self.body = nn.Sequential(*layers)
+        self.conv_out = nn.Conv2d(c, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        return self.net(cond)
+        return self.conv_out(self.body(cond))
 
 
 def _conv_stem(in_channels: int, width: int) -> nn.Sequential:

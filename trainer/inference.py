@@ -24,6 +24,7 @@ import torch
 
 from trainer.conditions import collate, prepare_batch
 from trainer.config import TrainConfig
+from trainer.latents import latent_channels, latent_factor
 
 # condition keys that are never cut along the frame axis
 _NOT_TIME = frozenset({"refs", "points", "ref_keep", "source"})
@@ -110,8 +111,8 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
     with ctx:
         refs = model.encode(both["refs"].flatten(0, 1)).unflatten(0, (2 * b, -1))     # 2B, V, 4, h, w
         tokens = model.tokens(both).unflatten(0, (2 * b, f))                          # 2B, F, N, C
-    h = cfg.resolution // 2 ** (len(cfg.vae_block_out_channels) - 1)
-    latents = torch.stack([torch.randn((f, 4, h, h), generator=torch.Generator().manual_seed(int(s)))
+    h = cfg.resolution // latent_factor(cfg)
+    latents = torch.stack([torch.randn((f, latent_channels(cfg), h, h), generator=torch.Generator().manual_seed(int(s)))
                            for s in seeds]).to(device)
     sched = _scheduler(cfg)
     sched.set_timesteps(steps, device=device)

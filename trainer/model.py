@@ -16,29 +16,25 @@ from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMo
 from torch import nn
 
 from pipeline.errors import UserError
+from trainer.condition_attention import GeometryAttention, attach_condition_attention
 from trainer.conditions import condition_channels
 from trainer.config import TrainConfig
 from trainer.embeddings import SKELETON_CHANNELS, GeometryEmbedding, MLOEmbedding, PoseGuider
+from trainer.latents import PixelLatent, build_codec, latent_channels, latent_factor
 from trainer.reference_attention import ReferenceBank, attach_reference_attention
 
 
 def unet_config(cfg: TrainConfig) -> dict:
-    """SD1.5's UNet layout (cfg sd15) or a two-level miniature of it (cfg tiny)."""
+    """SD1.5's UNet layout (cfg sd15) or a two-level miniature of it (cfg tiny), over the latent space
+    ``cfg.latent`` gives (trainer.latents: 4 VAE channels, or 3 p^2 pixel-patch channels)."""
     n = len(cfg.block_out_channels)
-    return dict(sample_size=cfg.resolution // 2 ** (len(cfg.vae_block_out_channels) - 1), in_channels=4,
-                out_channels=4, block_out_channels=tuple(cfg.block_out_channels),
+    c = latent_channels(cfg)
+    return dict(sample_size=cfg.resolution // latent_factor(cfg), in_channels=c,
+                out_channels=c, block_out_channels=tuple(cfg.block_out_channels),
                 down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
                 layers_per_block=cfg.layers_per_block, attention_head_dim=cfg.attention_head_dim,
                 norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.cross_attention_dim)
-
-
-def vae_config(cfg: TrainConfig) -> dict:
-    n = len(cfg.vae_block_out_channels)
-    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_block_out_channels),
-                down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                layers_per_block=cfg.vae_layers_per_block, norm_num_groups=min(32, cfg.vae_block_out_channels[0]),
-                sample_size=cfg.resolution)
 
 
 def _local(path: str, what: str) -> Path:
@@ -48,8 +44,9 @@ def _local(path: str, what: str) -> Path:
     return p
 
 
-def build_backbones(cfg: TrainConfig) -> tuple[AutoencoderKL, UNet2DConditionModel]:
-    """VAE and denoising UNet, from ``pretrained_sd15`` (unet/, vae/ subfolders) or random init."""
+def build_backbones(cfg: TrainConfig) -> tuple[AutoencoderKL | PixelLatent, UNet2DConditionModel]:
+    """Latent codec and denoising UNet, from ``pretrained_sd15`` (unet/, vae/ subfolders) or random init
+    (``latent=pixels``: the exact pixel-patch codec, trainer.latents)."""
     if cfg.pretrained_sd15:
         root = _local(cfg.pretrained_sd15, "pretrained_sd15")
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
@@ -58,7 +55,7 @@ def build_backbones(cfg: TrainConfig) -> tuple[AutoencoderKL, UNet2DConditionMod
             raise UserError(f"cross_attention_dim {cfg.cross_attention_dim} != the checkpoint's "
                             f"{unet.config.cross_attention_dim}")
         return vae, unet
-    return AutoencoderKL(**vae_config(cfg)), UNet2DConditionModel(**unet_config(cfg))
+    return build_codec(cfg), UNet2DConditionModel(**unet_config(cfg))
 
 
 def build_motion_adapter(cfg: TrainConfig) -> MotionAdapter:
@@ -98,14 +95,17 @@ class ManiVideoModel(nn.Module):
         c_h, c_f, c_o = condition_channels(cfg.mlo_mode)
         latent_c = unet.config.in_channels
         out_c = latent_c if cfg.pose_guider_mode == "latent" else unet.config.block_out_channels[0]
-        self.pose_guider = PoseGuider(c_h, out_c, tuple(cfg.pose_guider_channels))
+        down = latent_factor(cfg)
+        self.pose_guider = PoseGuider(c_h, out_c, tuple(cfg.pose_guider_channels), down)
         # G_1 (eq. 5): the skeleton guider, zero output at init like G, so switching it on
         # leaves the model's prediction unchanged until it trains
-        self.skeleton_guider = (PoseGuider(SKELETON_CHANNELS, out_c, tuple(cfg.pose_guider_channels))
+        self.skeleton_guider = (PoseGuider(SKELETON_CHANNELS, out_c, tuple(cfg.pose_guider_channels), down)
                                 if cfg.use_skeleton else None)
         d, w, g = cfg.cross_attention_dim, cfg.embed_channels, cfg.token_grid
         self.mlo_embed = MLOEmbedding(c_f, d, w, g) if c_f else None
         self.geo_embed = GeometryEmbedding(c_o, d, w, g)
+        # E_N's own cross-attention projections (paper eqs. 2 and 4; trainer.condition_attention)
+        self.geo_attention = GeometryAttention.for_unet(unet) if cfg.cond_attention == "separate" else None
         self.ref_context = nn.Parameter(torch.zeros(1, 1, d))  # the reference UNet's only cross-attn token
         self.bank = ReferenceBank()
         self._pose_residual = None
@@ -115,6 +115,7 @@ class ManiVideoModel(nn.Module):
     # --- wiring (re-done after the stage-2 conversion swaps the UNet) ---
     def _wire(self) -> None:
         attach_reference_attention(self.reference_unet, self.unet, self.bank)
+        attach_condition_attention(self.unet, self.geo_attention, self.cfg.token_grid ** 2)
         if self.cfg.pose_guider_mode == "conv_in":
             self.unet.conv_in.register_forward_hook(self._add_pose_residual)
 
@@ -145,13 +146,13 @@ class ManiVideoModel(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, R, R] in [-1, 1] -> latents [N, 4, h, w] (scaled, mean of the posterior)."""
-        vae_dtype = next(self.vae.parameters()).dtype
+        vae_dtype = self.vae.dtype
         return self.vae.encode(images.to(vae_dtype)).latent_dist.mean.float() * self.cfg.vae_scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [N, 4, h, w] -> images [N, 3, R, R] in [-1, 1]."""
-        vae_dtype = next(self.vae.parameters()).dtype
+        vae_dtype = self.vae.dtype
         return self.vae.decode((latents / self.cfg.vae_scale).to(vae_dtype)).sample.float().clamp(-1, 1)
 
     # --- conditions ---
@@ -178,7 +179,7 @@ class ManiVideoModel(nn.Module):
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict, ref_latents: torch.Tensor,
                 tokens: torch.Tensor | None = None, reuse_reference: bool = False) -> torch.Tensor:
         """noisy [B, F, 4, h, w], timesteps [B] long, cond from prepare_batch, ref_latents [B, V, 4, h, w]
-        -> model prediction (epsilon or v) [B, F, 4, h, w]. ``tokens`` may be passed precomputed.
+        -> model prediction (epsilon, v or x0: cfg.prediction_type) [B, F, C, h, w]. ``tokens`` may be passed precomputed.
         ``reuse_reference``: keep the bank the previous call filled for the same ``ref_latents``
         (sampling: the reference net runs at t = 0, so its output is the same at every step)."""
         b, f = noisy.shape[:2]

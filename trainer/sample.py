@@ -19,6 +19,7 @@ from diffusers import DDIMScheduler
 
 from trainer.conditions import collate, prepare_batch
 from trainer.config import TrainConfig
+from trainer.latents import latent_channels, latent_factor
 from trainer.metrics import masked_psnr, masked_ssim
 from trainer.model import ManiVideoModel
 
@@ -59,9 +60,9 @@ def generate(model: ManiVideoModel, item: dict, cfg: TrainConfig, device: torch.
     refs = model.encode(both["refs"].flatten(0, 1)).unflatten(0, (2, -1))          # 2, V, 4, h, w
     tokens = model.tokens(both)
     f = cond["target"].shape[1]
-    h = cfg.resolution // 2 ** (len(cfg.vae_block_out_channels) - 1)
+    h = cfg.resolution // latent_factor(cfg)
     gen = torch.Generator(device).manual_seed(seed)
-    latents = torch.randn((1, f, 4, h, h), generator=gen, device=device)
+    latents = torch.randn((1, f, latent_channels(cfg), h, h), generator=gen, device=device)
     sched = _scheduler(cfg)
     sched.set_timesteps(steps, device=device)
     for i, t in enumerate(sched.timesteps):

@@ -71,6 +71,20 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def prediction_target(cfg: TrainConfig, scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+    """What the model predicts: the noise (epsilon), the velocity (v_prediction) or the clean latent
+    (sample, x0). x0-prediction is the tiny preset's choice: its pixel-patch latent has 192 channels
+    per token and the UNet's first level only 32, and a network narrower than its input cannot pass
+    the noise through to predict it, while the clean image is low-dimensional (Li & He 2025, "Back to
+    Basics: Let Denoising Generative Models Denoise", make the same point for pixel-patch models)."""
+    if cfg.prediction_type == "epsilon":
+        return noise
+    if cfg.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    return latents
+
+
 def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMScheduler, gen: torch.Generator,
                    cfg: TrainConfig, device: torch.device) -> torch.Tensor:
     """Loss of one micro-batch. ``model`` is the module to call (DDP wrapper or the model),
@@ -83,14 +97,15 @@ def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMSched
     noise = torch.randn(latents.shape, generator=gen, device=device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen, device=device)
     noisy = scheduler.add_noise(latents, noise, t)
-    target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    target = prediction_target(cfg, scheduler, latents, noise, t)
     with autocast(cfg, device):
         pred = model(noisy, t, cond, ref_latents)
     mse = (pred.float() - target).square().mean(dim=(1, 2, 3, 4))                         # B
     if cfg.snr_gamma > 0:  # min-SNR weighting (Hang et al. 2023)
         snr = compute_snr(scheduler, t).clamp(min=1e-8)
         clipped = snr.clamp(max=cfg.snr_gamma)
-        mse = mse * (clipped / snr if cfg.prediction_type == "epsilon" else clipped / (snr + 1))
+        weight = {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}
+        mse = mse * weight[cfg.prediction_type]
     return mse.mean()
 
 

@@ -94,6 +94,12 @@ def test_three_sources_mix_in_the_configured_shares_over_a_long_draw(objaverse_s
 
     even = shares()
     assert np.abs(even - 1 / 3).max() < 0.02, even                              # equal by default (paper)
+    # stratified, as the paper samples "equally from each dataset in each iteration": every aligned run of
+    # three stream positions (a step of batch 3, or three steps of batch 1) holds each source once
+    ds = MixedStores(stores, load_config("tiny", overrides=dict(stores=stores)))
+    blocks = np.array([SOURCES.index(ds.draw(i)["source"]) for i in range(300)]).reshape(-1, 3)
+    assert (np.sort(blocks, axis=1) == [0, 1, 2]).all()
+    assert len({tuple(b) for b in blocks}) > 1                                  # in a shuffled order
     skew = shares(mix_objaverse=1.0, mix_hoi=2.0, mix_human=1.0)
     assert np.abs(skew - [0.25, 0.5, 0.25]).max() < 0.02, skew
     assert shares(mix_human=0.0)[2] == 0

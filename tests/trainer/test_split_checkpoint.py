@@ -56,7 +56,8 @@ def _fake_pretrained(cfg, folder):
     """A local SD1.5-style folder (unet/, vae/) in diffusers' format, of the tiny layout."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from trainer.model import unet_config, vae_config
+    from trainer.latents import vae_config
+    from trainer.model import unet_config
 
     UNet2DConditionModel(**unet_config(cfg)).save_pretrained(folder / "unet")
     AutoencoderKL(**vae_config(cfg)).save_pretrained(folder / "vae")

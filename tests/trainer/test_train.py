@@ -49,35 +49,6 @@ def test_logs_checkpoint_validation_and_diffusers_export(stage1_run):
     assert list(unet.config.block_out_channels) == list(cfg.block_out_channels)
 
 
-def test_a_few_steps_lower_the_loss_on_a_tiny_overfit_set(tiny_cfg):
-    cfg = dataclasses.replace(tiny_cfg, flip_p=0.0, color_jitter=0.0, ref_dropout=0.0, stage1_lr=3e-3)
-    ds = MixedStores(cfg.stores, cfg)
-    batch = collate([ds.load(0, 0, 0), ds.load(0, 1, 1)])
-    scheduler = train_mod.make_scheduler(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.stage1_lr)
-
-    def fixed_loss():  # same noise and timesteps every time: only the weights change
-        losses = []
-        with torch.no_grad():
-            for s in range(2):
-                g = torch.Generator().manual_seed(100 + s)
-                losses.append(train_mod.diffusion_loss(model, model, batch, scheduler, g, cfg, torch.device("cpu")))
-        return float(torch.stack(losses).mean())
-
-    before = fixed_loss()
-    for step in range(12):
-        g = torch.Generator().manual_seed(step)
-        loss = train_mod.diffusion_loss(model, model, batch, scheduler, g, cfg, torch.device("cpu"))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = fixed_loss()
-    assert after < 0.8 * before, (before, after)
-
-
 def test_stage2_changes_only_motion_module_parameters(stage1_run, tmp_path):
     cfg, full = stage1_run
     cfg2 = dataclasses.replace(cfg, run_dir=str(tmp_path / "s2"), grad_accum=1, ema_decay=0.0, val_every=2,
