@@ -99,6 +99,29 @@ def _tensor(x):
     return torch.tensor(np.asarray(x, np.float32))
 
 
+def camera_poses(scene, n_frames: int) -> dict[str, np.ndarray]:
+    """camera name -> [n_frames,4,4] camera -> scene (OpenCV axes) at the image frames: three
+    static allocentric cameras on the scene's arc, and the egocentric one on a moving head."""
+    out = {c: np.repeat(P[None], n_frames, axis=0) for c, P in zip(list(CAMERAS)[:3], scene.camera_poses(3), strict=True)}
+    out["egocentric"] = np.stack([_look_at(CENTRE + [0.06 * np.sin(3 * s) - 0.02, -0.42, -0.28 + 0.04 * s],
+                                           CENTRE + [0, 0.02, 0]) for s in np.linspace(0, 1, n_frames)])
+    return out
+
+
+def foreground_masks(n_frames: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """camera name -> bool [n_frames,H,W]: the hands' and the box's pixels in each image of the
+    demo ``make_demo(n_frames, seed)`` writes (the static can left out), for the tests."""
+    from pipeline.hoi.demo.foreground import render_foreground
+
+    scene = handover_scene(MOCAP_PER_IMAGE * (n_frames - 1) + 1, seed)
+    K = scene.intrinsics(W, H)
+    try:
+        return {c: np.stack([render_foreground(scene, P[k], K, W, H, k * MOCAP_PER_IMAGE) for k in range(n_frames)])
+                for c, P in camera_poses(scene, n_frames).items()}
+    finally:
+        scene.close()
+
+
 def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
     """Write the demo under ``out`` (the OakInk2 root); returns ``out``."""
     import pyrender
@@ -147,14 +170,10 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
                        "world_tsl": _tensor(np.zeros((1, 3))), "body_pose": _tensor(np.tile(ident, (1, 21, 1))),
                        "left_hand_pose": _tensor(np.tile(ident, (1, 15, 1))),
                        "right_hand_pose": _tensor(np.tile(ident, (1, 15, 1)))} for fid in mocap_ids}
-    # cameras (scene frame, camera -> scene): three static, one on the head moving over the images
     K = scene.intrinsics(W, H)
-    c2s = dict(zip(list(CAMERAS)[:3], scene.camera_poses(3), strict=True))
-    ego = [_look_at(CENTRE + [0.06 * np.sin(3 * s) - 0.02, -0.42, -0.28 + 0.04 * s], CENTRE + [0, 0.02, 0])
-           for s in np.linspace(0, 1, n_frames)]
+    c2s = camera_poses(scene, n_frames)
     cam_intr = {c: {fid: K.copy() for fid in image_ids} for c in CAMERAS}
-    cam_extr = {c: {fid: np.linalg.inv(WORLD_FROM_SCENE @ (ego[k] if c == "egocentric" else c2s[c]))
-                    for k, fid in enumerate(image_ids)} for c in CAMERAS}
+    cam_extr = {c: {fid: np.linalg.inv(WORLD_FROM_SCENE @ c2s[c][k]) for k, fid in enumerate(image_ids)} for c in CAMERAS}
     anno = {"cam_def": {s: c for c, s in CAMERAS.items()}, "cam_selection": list(CAMERAS), "frame_id_list": image_ids,
             "cam_intr": cam_intr, "cam_extr": cam_extr, "mocap_frame_id_list": mocap_ids,
             "obj_list": [BOTTOM, LID, CAN], "obj_transf": transf, "raw_smplx": raw_smplx, "raw_mano": raw_mano}
@@ -170,8 +189,7 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
             folder = out / "data" / TOKEN / serial
             folder.mkdir(parents=True, exist_ok=True)
             for k, fid in enumerate(image_ids):
-                pose = ego[k] if c == "egocentric" else c2s[c]
-                img = scene.render_rgb(pose, K, W, H, k * MOCAP_PER_IMAGE)
+                img = scene.render_rgb(c2s[c][k], K, W, H, k * MOCAP_PER_IMAGE)
                 Image.fromarray(img).save(folder / f"{fid:06d}.png")
     finally:
         scene.close()
