@@ -31,6 +31,7 @@ reads them, so their format is not pinned).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -103,16 +104,23 @@ def wide_size(f: float) -> int:
     return 2 * (int(np.ceil(f * np.tan(MAX_ANGLE))) + 2) + 1
 
 
-def render_fisheye(scene, cam: Fisheye624, T_scene_from_upright: np.ndarray, frame: int, grey: bool) -> np.ndarray:
-    """uint8 image of ``cam`` in the sensor's orientation at ``frame``: each pixel's ray (sensor
-    frame, turned into the upright camera by ``R_UPRIGHT``) sampled from a wide pinhole render of
-    the upright camera (``T_scene_from_upright``; the scene's painted backdrop stays upright
-    there); black past ``MAX_ANGLE`` or the distortion's fold."""
+@functools.lru_cache(maxsize=4)
+def _pixel_rays(cam: Fisheye624) -> tuple[np.ndarray, np.ndarray]:
+    """(unit rays [H,W,3] of every pixel of ``cam``, rendered [H,W] bool: a ray within ``MAX_ANGLE``)."""
     W, H = cam.size
     u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
     ray = cam.unproject(np.stack([u, v], axis=-1))
     ok = np.isfinite(ray).all(axis=-1)
     ok[ok] &= np.arccos(np.clip(ray[ok][:, 2], -1, 1)) < MAX_ANGLE
+    return ray, ok
+
+
+def render_fisheye(scene, cam: Fisheye624, T_scene_from_upright: np.ndarray, frame: int, grey: bool) -> np.ndarray:
+    """uint8 image of ``cam`` in the sensor's orientation at ``frame``: each pixel's ray (sensor
+    frame, turned into the upright camera by ``R_UPRIGHT``) sampled from a wide pinhole render of
+    the upright camera (``T_scene_from_upright``; the scene's painted backdrop stays upright
+    there); black past ``MAX_ANGLE`` or the distortion's fold."""
+    ray, ok = _pixel_rays(cam)
     f, n = cam.f[0], wide_size(cam.f[0])
     half = (n - 1) / 2
     K = np.array([[f, 0.0, half], [0.0, f, half], [0.0, 0.0, 1.0]])
