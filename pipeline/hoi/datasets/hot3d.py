@@ -118,6 +118,9 @@ class Clip:
         ids = [int(n[:-len(".info.json")]) for n in self.members if re.fullmatch(r"\d+\.info\.json", n)]
         self.n_frames = max(ids) + 1 if ids else 0
 
+    def close(self) -> None:
+        self.tar.close()
+
     def read(self, name: str) -> bytes | None:
         m = self.members.get(name)
         return None if m is None else self.tar.extractfile(m).read()
@@ -280,9 +283,11 @@ class Hot3DAdapter:
         clips = [p for d in dirs for p in sorted(d.glob("clip-*.tar"))]
         wanted = selection.get("sequences")
         if wanted:
-            def match(p: Path, w: str) -> bool:
-                names = (p.stem, f"{p.parent.name}/{p.stem}", p.stem.split("-", 1)[-1])
-                return any(n == w or n.endswith(w) for n in names) or (w.isdigit() and int(w) == int(p.stem[5:] or -1))
+            def match(p: Path, w: str) -> bool:      # clip-001849, train_aria/clip-001849, 001849, 1849
+                num = p.stem.split("-", 1)[-1]
+                if any(n == w or n.endswith(w) for n in (p.stem, f"{p.parent.name}/{p.stem}", num)):
+                    return True
+                return w.isdigit() and num.isdigit() and int(w) == int(num)
             clips = [p for p in clips if any(match(p, str(w)) for w in wanted)]
         if not clips:
             raise UserError(f"no clip-*.tar under {', '.join(d.name for d in dirs)} matches the selection")
@@ -293,16 +298,21 @@ class Hot3DAdapter:
         for path in clips:
             try:
                 clip = Clip(path)
-                streams = clip.streams()
             except StepFailed as e:
                 raise UserError(f"HOT3D-Clips layout: {e.reason}") from None
-            chosen = [s for s in streams if (str(s) in {str(c) for c in cams} if cams else "rgb" in streams[s])]
-            for stream in chosen:
-                wins = self._windows(clip, stream, T, stride, min_valid)
-                self.skipped_windows += len(self._windows(clip, stream, T, stride, 0.0)) - len(wins)
-                if wins:
-                    key = f"{path.parent.name}/{path.stem}/{stream}"
-                    items.append(WorkItem(key=key, locator=key, n_samples=len(wins)))
+            try:
+                streams = clip.streams()
+                chosen = [s for s in streams if (str(s) in {str(c) for c in cams} if cams else "rgb" in streams[s])]
+                for stream in chosen:
+                    wins = self._windows(clip, stream, T, stride, min_valid)
+                    self.skipped_windows += len(self._windows(clip, stream, T, stride, 0.0)) - len(wins)
+                    if wins:
+                        key = f"{path.parent.name}/{path.stem}/{stream}"
+                        items.append(WorkItem(key=key, locator=key, n_samples=len(wins)))
+            except StepFailed as e:
+                raise UserError(f"HOT3D-Clips layout: {e.reason}") from None
+            finally:
+                clip.close()
         if not items:
             raise UserError("the selection (split/sequences/cameras, --frames, --stride, --min-valid-frames) gives no "
                             "clips (default cameras: the RGB stream 214-1; Quest 3 clips need --cameras 1201-1)")

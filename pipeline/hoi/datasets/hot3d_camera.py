@@ -118,7 +118,7 @@ def upright_K(K: np.ndarray, height: int) -> np.ndarray:
     return np.array([[K[1, 1], 0.0, height - 1 - K[1, 2]], [0.0, K[0, 0], K[0, 2]], [0.0, 0.0, 1.0]])
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _warp_table(cam: Fisheye624, K: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(indices [4,N] into the flat source image, weights [4,N] float32) of the bilinear samples
     of every upright pinhole pixel (row-major); a neighbour outside the source weighs 0."""
@@ -134,7 +134,7 @@ def _warp_table(cam: Fisheye624, K: tuple) -> tuple[np.ndarray, np.ndarray]:
     for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         x, y = x0 + dx, y0 + dy
         inside = (x >= 0) & (x < W) & (y >= 0) & (y < H) & np.isfinite(w)
-        idx.append(np.where(inside, y * W + x, 0).astype(np.int64))
+        idx.append(np.where(inside, y * W + x, 0).astype(np.int32))
         wts.append(np.where(inside, w, 0.0).astype(np.float32))
     return np.stack(idx), np.stack(wts)
 

@@ -252,7 +252,7 @@ class Sequence:
         return out
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _sequence(root: str, token: str, stamp: int) -> Sequence:
     return Sequence(Path(root), token)
 

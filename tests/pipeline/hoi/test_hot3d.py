@@ -299,3 +299,19 @@ def test_selection_and_errors(hot3d_root, tmp_path):
     (root / "object_models" / f"obj_{CAN_ID:06d}.glb").unlink()
     with pytest.raises(StepFailed, match=f"obj_{CAN_ID:06d}.glb is in none of"):
         a.load_clip(root, _item(RGB), list(range(FRAMES)), {s: standin_hand(s) for s in ("left", "right")})
+
+
+def test_export_sequence_writes_the_undistorted_upright_view(hot3d_root, tmp_path):
+    """export-sequence through the protocol: one folder per (clip, stream), frames already
+    undistorted and upright, every frame in its own camera, one pinhole K for the whole clip."""
+    from pipeline.hoi.export_sequence import export
+    from pipeline.sequence_format import read_sequence
+
+    summary = export("hot3d", hot3d_root, tmp_path / "seq", {"sequences": ["1849"]}, "stand-in", None, None,
+                     echo=lambda *_: None)
+    assert [k for k, _, _ in summary.written] == [f"{CLIP}/{RGB}"] and not summary.failed
+    seq = read_sequence(summary.written[0][1])
+    cam = next(iter(seq.cameras.values()))
+    assert seq.n_frames == N_FRAMES and seq.fix_left_shapedirs is True and (cam.width, cam.height) == (352, 352)
+    cal = _frame_json(hot3d_root, 0, "cameras")[RGB]["calibration"]
+    np.testing.assert_allclose(cam.K, upright_K(pinhole_K(Fisheye624.from_calibration(cal)), cal["image_height"]))
