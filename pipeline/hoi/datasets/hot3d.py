@@ -23,7 +23,8 @@ Conventions, each pinned in ``tests/pipeline/hoi/test_hot3d.py`` from the offici
     L308-321, ``math_utils.quat_trans_to_matrix``: w first); ``T_world_from_camera`` per frame
     and stream (the headset moves: every frame has its own camera pose), ``T_world_from_object``
     maps the model (``object_models/obj_<bop id:06d>.glb``, ``vis_clips.py`` L262-271) to the world
-    (L129-137); metres everywhere (``subdivide_mesh``'s max edge "in meters", L253-266);
+    (L129-137); metres everywhere (``subdivide_mesh``'s max edge "in meters", L253-266; the BOP
+    converter ``hot3d_models_to_bop.py`` L64 multiplies the GLB vertices by 1000 to get BOP's mm);
   * cameras: ``FISHEYE624`` fisheye images (``hot3d_camera``); each frame is undistorted to the
     pinhole camera with the stream's own size, focal and centre (``convert_to_pinhole_camera``,
     ``warp_image``: what ``vis_clips.py --undistort`` does, L109-117) -- the pinhole K is the
