@@ -101,7 +101,7 @@ class _LazyStorage(bytes):
 def _lazy_tensor(storage, offset, size, stride, *_):
     if not isinstance(storage, _LazyStorage):
         raise pickle.UnpicklingError("a tensor without a pickled storage")
-    return LazyTensor(bytes(storage), (offset, tuple(size), tuple(stride)))
+    return LazyTensor(storage, (offset, tuple(size), tuple(stride)))
 
 
 class TensorUnpickler(pickle.Unpickler):
