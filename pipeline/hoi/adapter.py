@@ -19,7 +19,12 @@ Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
     bottom, the top turned by the articulation angle) or several manipulated objects sharing
     the one object layer. Each part: vertices [V,3] metres in its own frame, faces [F,3],
     poses [T,4,4] part -> camera (OpenCV). When given, the layer (and the crop) use the parts;
-  * frames where a hand / the object is not annotated have ``valid`` False.
+  * frames where a hand / the object is not annotated have ``valid`` False;
+  * a moving camera (a head-mounted view) is read frame by frame: every array above is in
+    *that frame's* camera, so nothing else is needed, except that one scene reference per
+    item does not fit a moving view: such an adapter gives the window's own reference in
+    ``background`` (uint8 [H,W,3], same pixels as ``images``), used instead of the item's
+    ``HoiAdapter.background`` (None: the item's).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class ClipData:
     object_parts: list[ObjectPart] | None = None  # the layer as rigid parts (articulated / several objects)
     joints_label: dict[str, np.ndarray] | None = None  # side -> [T,21,3] dataset 3D joint labels (OpenCV, m),
     #   NaN where a frame has none; compared with our MANO joints (``--max-joint-error-mm``)
+    background: np.ndarray | None = None  # uint8 [H,W,3]: this window's scene reference (moving cameras);
+    #   None: the item's ``HoiAdapter.background``
 
 
 class HoiAdapter(Protocol):

@@ -4,7 +4,8 @@ sequence, each pixel using only the frames where nothing that moves covers it.
 ``masked_median`` is the median itself; ``median_reference`` turns frames + keep masks into
 the reference (large frames in row chunks, pixels never uncovered copied from the nearest
 pixel that was); ``coverage_mask`` draws what may cover a pixel from projected 3D points
-(for datasets without segmentation, e.g. ARCTIC).
+(for datasets without segmentation, e.g. ARCTIC); ``window_reference`` is a moving camera's
+reference for one window (OakInk2's egocentric view, HOT3D's headset).
 """
 
 from __future__ import annotations
@@ -68,3 +69,25 @@ def coverage_mask(groups: list[tuple[np.ndarray, float]], K: np.ndarray, W: int,
         for u, w in uv:
             draw.ellipse([u - r, w - r, u + r, w + r], fill=255)
     return np.asarray(img) > 0
+
+
+HAND_PAD_M, OBJECT_PAD_M = 0.01, 0.005   # window_reference: margins around hands / object parts
+
+
+def window_reference(clip, hand_models: dict, frames: int = 9) -> np.ndarray:
+    """A moving camera's reference for one window of ``clip`` (a ``ClipData``, with the hand
+    models that made its parameters): per-pixel median over up to ``frames`` of the
+    window's frames, masking each frame's hands (hull of their vertices + ``HAND_PAD_M``) and
+    object parts (+ ``OBJECT_PAD_M``); pixels covered in all take the nearest uncovered one."""
+    T, H, W = clip.images.shape[:3]
+    pick = np.unique(np.linspace(0, T - 1, min(T, frames)).round().astype(int))
+    hand_v = {s: hand_models[s].forward(h.pose[pick], h.betas, h.trans[pick])[0] for s, h in clip.hands.items()}
+    keep = np.ones((len(pick), H, W), bool)
+    for k, t in enumerate(pick):
+        groups = [(hand_v[s][k][::4], HAND_PAD_M) for s, h in clip.hands.items() if h.valid[t]]
+        if clip.object_valid[t]:
+            for p in clip.object_parts or []:
+                v = p.vertices[:: max(1, len(p.vertices) // 500)]
+                groups.append((v @ p.poses[t][:3, :3].T + p.poses[t][:3, 3], OBJECT_PAD_M))
+        keep[k] = ~coverage_mask(groups, clip.K, W, H)
+    return median_reference(clip.images[pick], keep)

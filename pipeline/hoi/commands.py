@@ -25,14 +25,15 @@ def _auto_gpus(workers: int, address: str | None) -> float:
 
 
 def render_hoi(
-    dataset: Annotated[str, typer.Argument(help="dataset: dexycb, arctic, taco or sequence (the open per-sequence format)")],
+    dataset: Annotated[str, typer.Argument(help="dataset: dexycb, arctic, taco, oakink2, hot3d or sequence (the open per-sequence format)")],
     root: Annotated[Path, typer.Option(help="dataset root (DexYCB: folder with calibration/, models/, subjects)")],
     mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl (https://mano.is.tue.mpg.de)")] = None,
     hand_model: Annotated[str, typer.Option(help="'mano' (your licensed files) or 'stand-in' (generated, not MANO)")] = "mano",
     out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/hoi.zarr"),
     subjects: Annotated[list[str] | None, typer.Option(help="subjects to use (name or suffix, repeatable)")] = None,
     sequences: Annotated[list[str] | None, typer.Option(help="sequences to use (repeatable)")] = None,
-    cameras: Annotated[list[str] | None, typer.Option(help="camera serials to use (repeatable)")] = None,
+    cameras: Annotated[list[str] | None, typer.Option(
+        help="cameras to use (repeatable): serials, ARCTIC views, OakInk2 names or serials, HOT3D stream ids")] = None,
     frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = 16,
     stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
@@ -40,7 +41,9 @@ def render_hoi(
     fix_left_shapedirs: Annotated[bool | None, typer.Option(
         "--fix-left-shapedirs/--no-fix-left-shapedirs",
         help="negate MANO_LEFT shapedirs x; default: as the dataset was annotated (DexYCB: no)")] = None,
-    split: Annotated[str | None, typer.Option(help="the dataset's official split (DexYCB: s0-train .. s3-test)")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="the dataset's official split (DexYCB: s0-train .. s3-test; ARCTIC: p1-train ..; TACO: train, test_1 ..; "
+             "HOT3D: train; OakInk2 has none)")] = None,
     min_valid_frames: Annotated[float, typer.Option(
         help="skip windows where fewer than this fraction of frames have an annotated hand")] = 0.5,
     max_joint_error_mm: Annotated[float, typer.Option(

@@ -60,7 +60,8 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
             obj = None
             if clip.object_mesh is not None:
                 obj = _object_model(str(clip.object_mesh), clip.object_uid or clip.object_mesh.parent.name, cfg)
-            sample = build_sample(clip, background, models, obj, renderers.layers, cfg)
+            bg = background if clip.background is None else clip.background  # moving camera: the window's own
+            sample = build_sample(clip, bg, models, obj, renderers.layers, cfg)
         except StepFailed:
             raise
         except Exception as e:  # noqa: BLE001  (GL errors etc. are this item's failure)

@@ -14,6 +14,8 @@ ADAPTERS = {
     "dexycb": "pipeline.hoi.datasets.dexycb:DexYCBAdapter",
     "arctic": "pipeline.hoi.datasets.arctic:ArcticAdapter",
     "taco": "pipeline.hoi.datasets.taco:TacoAdapter",
+    "oakink2": "pipeline.hoi.datasets.oakink2:OakInk2Adapter",
+    "hot3d": "pipeline.hoi.datasets.hot3d:Hot3DAdapter",
     "sequence": "pipeline.hoi.datasets.sequence:SequenceAdapter",
 }
 

@@ -15,6 +15,8 @@ LAYOUTS = {
     "dexycb": "pipeline.hoi.demo.dexycb:make_demo",
     "arctic": "pipeline.hoi.demo.arctic:make_demo",
     "taco": "pipeline.hoi.demo.taco:make_demo",
+    "oakink2": "pipeline.hoi.demo.oakink2:make_demo",
+    "hot3d": "pipeline.hoi.demo.hot3d:make_demo",
 }
 
 
