@@ -46,7 +46,7 @@ def inspect(store: Path) -> dict:
     by_reason = Counter(f"{f['stage']}: {f['reason']}" for f in failures)
     n = len(reader)
     return {
-        "store": str(store), "kind": layout.kind, "schema_version": layout.to_attrs()["schema_version"],
+        "store": str(store), "kind": layout.kind, "schema_version": reader.schema_version,
         "frames": layout.frames, "resolution": layout.resolution, "layers": list(layout.layers),
         "samples": n, "shards_complete": reader.n_shards_complete, "shards_planned": manifest.get("n_shards"),
         "items_planned": manifest.get("n_items"), "items_failed": len(failures),

@@ -19,7 +19,22 @@ Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
     bottom, the top turned by the articulation angle) or several manipulated objects sharing
     the one object layer. Each part: vertices [V,3] metres in its own frame, faces [F,3],
     poses [T,4,4] part -> camera (OpenCV). When given, the layer (and the crop) use the parts;
-  * frames where a hand / the object is not annotated have ``valid`` False.
+  * frames where a hand / the object is not annotated have ``valid`` False;
+  * ``image_valid`` (optional) [T,H,W] bool: the pixels of ``images`` the camera saw. None = all
+    of them. An adapter sets it when part of a frame is not the camera's picture: a dataset that
+    ships only its own crops, put back in the full frame (ARCTIC ``cropped_images``), or an
+    undistorted lens view whose corners map outside the recorded image (ARCTIC's egocentric view).
+
+What the shared clip builder does with it, for every adapter (``clip_sample.build_sample``): the
+crop box holds every annotated hand/object vertex that projects inside the image, is shifted to
+stay inside the image whenever it fits and padded (black) only when it cannot; the sample's
+``valid`` [T,R,R] marks the crop pixels that come from the camera image (inside the image and
+``image_valid``); ``hand_inside`` [T,2] is the fraction of each hand's vertices that project onto a
+valid source pixel; a window whose crop is more than ``HoiConfig.max_padding`` padding in some
+frame is not written (counted in the run summary). So an adapter must give: ``images`` at their
+full size, ``K`` of those images (a moving camera: per-frame poses are simply the per-frame
+``pose``/``trans``/``object_poses``, all in that frame's camera), and ``image_valid`` where some
+pixels of a frame are not the camera's.
 """
 
 from __future__ import annotations
@@ -71,6 +86,7 @@ class ClipData:
     object_parts: list[ObjectPart] | None = None  # the layer as rigid parts (articulated / several objects)
     joints_label: dict[str, np.ndarray] | None = None  # side -> [T,21,3] dataset 3D joint labels (OpenCV, m),
     #   NaN where a frame has none; compared with our MANO joints (``--max-joint-error-mm``)
+    image_valid: np.ndarray | None = None  # [T,H,W] bool: pixels of ``images`` the camera saw (None: all)
 
 
 class HoiAdapter(Protocol):

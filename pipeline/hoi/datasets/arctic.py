@@ -11,12 +11,13 @@
   * ``raw_seqs/<sid>/<seq>.object.npy`` [F,7]: articulation (radians), global axis-angle (3),
     translation (3) in **millimetres** (``processing.forward_gt_world`` divides by 1000).
   * ``meta/object_vtemplates/<obj>/mesh.obj`` (vertices in **millimetres**; ``object_tensors.py
-    construct_obj_tensors`` divides by 1000) + ``parts.json`` (per vertex: 1 top, 0 bottom);
-    ``<obj>`` = the sequence name up to the first ``_``. The toolkit's object model
-    (``common/object_tensors.py ObjectTensors.forward_7d_batch``): top vertices turned by
-    ``axis_angle(z_axis * arti)`` with ``z_axis = [0, 0, -1]`` -- i.e. about **-z** of the
-    object frame, through its origin -- then every vertex by the global rotation, plus the
-    translation. ``mesh_tex.obj`` (textured, same canonical space) is used for reference views
+    construct_obj_tensors`` divides by 1000) + ``parts.json`` (per vertex; the toolkit's code
+    articulates the vertices whose value is **0**, its docs say "1 for top": the code is followed,
+    see ``arctic_object.py``); ``<obj>`` = the sequence name up to the first ``_``. The toolkit's
+    object model (``common/object_tensors.py ObjectTensors.forward_7d_batch``): the articulated
+    ("top") vertices turned by ``axis_angle(z_axis * arti)`` with ``z_axis = [0, 0, -1]`` -- i.e.
+    about **-z** of the object frame, through its origin -- then every vertex by the global
+    rotation, plus the translation. ``mesh_tex.obj`` (textured, same canonical space) is used for reference views
     and points when present (millimetres; the unit rides in ``object_poses`` as a uniform scale), else ``mesh.obj``.
   * ``meta/misc.json`` per subject: ``world2cam`` [8,4,4] (metres) and ``intris_mat`` [8,3,3]
     for the allocentric views 1..8 (index ``view - 1``), ``image_size`` [9,2] (width, height;

@@ -12,10 +12,11 @@ ARCTIC stores a capture:
     top rotation about -z by +arti is the scene's lid opening about its +z;
   * ``.egocam.dist.npy`` (a moving head camera, no distortion) and ``.smplx.npy`` (zeros: no
     body model here) for a complete layout; ``meta/misc.json`` (8 allocentric cameras, image
-    sizes, ``ioi_offset`` = ``IOI_OFFSET``), ``meta/object_vtemplates/box/`` (mesh.obj and
-    parts.json in mm, top/bottom.obj, textured mesh_tex.obj + material, object_params.json,
-    top/bottom_keypoints_300.json), ``meta/object_meta.json``, ``splits_json/protocol_p1|p2.json``
-    (a demo shorter than 20 + T frames has no frame inside the splits' 10-image margins);
+    sizes, ``ioi_offset`` = ``IOI_OFFSET``), ``meta/object_vtemplates/box/`` (mesh.obj in mm,
+    parts.json: 0 = the lid, the part the toolkit's code articulates, 1 = the base; top/bottom.obj,
+    textured mesh_tex.obj + material, object_params.json, top/bottom_keypoints_300.json),
+    ``meta/object_meta.json``, ``splits_json/protocol_p1|p2.json`` (a demo shorter than 20 + T
+    frames has no frame inside the splits' 10-image margins);
   * ``images/s01/box_grab_01/<view>/<image:05d>.jpg`` for views 0..8 at ``W`` x ``H``: image
     number = mocap frame + ``IOI_OFFSET``; images 0..IOI_OFFSET-1 are black (no mocap frame);
   * ``processed_seqs/s01/box_grab_01.npy``: what the toolkit's ``process_seqs.py`` writes for
@@ -71,7 +72,9 @@ def _write_object(meta: Path, scene, rng) -> None:
     v = (np.asarray(m.vertices) @ OBJ_FROM_SCENE[:3, :3].T) * 1000.0
     f, top = np.asarray(m.faces), scene.top_mask
     _write_obj(d / "mesh.obj", v, f)
-    (d / "parts.json").write_text(json.dumps([int(x) for x in top]))
+    # parts.json as the real dataset has it for the toolkit's code: the articulated part (the lid)
+    # is 0, the base 1 (object_tensors.py articulates parts_ids == parts + 1 == 1; its docs say the opposite)
+    (d / "parts.json").write_text(json.dumps([0 if x else 1 for x in top]))
     for name, sel in (("top", top), ("bottom", ~top)):
         keep = sel[f].all(axis=1)
         used = np.unique(f[keep])
