@@ -238,7 +238,8 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
     empty = np.zeros((6, R, R, 3), np.uint8)
     attrs = joint_agreement({s: g[1] for s, g in hands.items()}, {s: g[2] for s, g in hands.items()},
                             clip.joints_label)
-    attrs.update(crop_attrs(plan.padding, plan.hand_inside, hand_valid))
+    attrs.update(crop_attrs(plan.padding, plan.hand_inside, hand_valid), crop_box=[int(x) for x in box],
+                 source_frames=[int(f) for f in clip.frame_ids])
     return {
         SAMPLE_ATTRS: attrs,
         "rgb": np.stack([crop.crop_image(im, box, R) for im in clip.images]),
@@ -270,7 +271,9 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
 def crop_attrs(padding: np.ndarray, hand_inside: np.ndarray | None = None, hand_valid: np.ndarray | None = None) -> dict:
     """Sample attrs of the crop: ``padding_max`` / ``padding_mean`` (fraction of the crop's pixels
     not from the camera image, worst frame / mean over frames) and, for annotated hands,
-    ``hand_inside_min`` (the least fraction of a hand's vertices inside the image over the window)."""
+    ``hand_inside_min`` (the least fraction of a hand's vertices inside the image over the window).
+    ``build_sample`` adds ``crop_box`` [x0, y0, side] (source pixels: columns x0..x0+side-1) and
+    ``source_frames`` (the dataset's frame numbers of the T frames)."""
     out = {"padding_max": round(float(np.max(padding)), 4), "padding_mean": round(float(np.mean(padding)), 4)}
     if hand_inside is not None and hand_valid is not None and np.any(hand_valid):
         out["hand_inside_min"] = round(float(np.min(np.asarray(hand_inside)[np.asarray(hand_valid, bool)])), 4)

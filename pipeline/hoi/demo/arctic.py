@@ -109,6 +109,12 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return P
 
 
+def ego_poses(n_frames: int) -> np.ndarray:
+    """[F,4,4] camera -> scene world (OpenCV axes) of the demo's moving head camera (view 0)."""
+    return np.stack([_look_at(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
+                     for s in np.linspace(0, 1, n_frames)])
+
+
 def toolkit_joints(side: str, rot, pose, betas, trans) -> np.ndarray:
     """[F,21,3] joints the way the ARCTIC toolkit computes them (``build_mano_aa``:
     smplx.MANO(use_pca=False, flat_hand_mean=False) with 21 joints), here on the stand-in arrays."""
@@ -164,8 +170,7 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0, views: tuple[int, ..
     cams = scene.camera_poses(N_VIEWS)
     world2cam = np.stack([np.linalg.inv(c) @ scene_from_world for c in cams])
     K = intrinsics(W, H)
-    ego = np.stack([_look_at(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
-                    for s in np.linspace(0, 1, F)])
+    ego = ego_poses(F)
     world2ego = np.stack([np.linalg.inv(e) @ scene_from_world for e in ego])
     np.save(raw / f"{SEQ}.egocam.dist.npy", {
         "R_k_cam_np": world2ego[:, :3, :3].astype(np.float32), "T_k_cam_np": world2ego[:, :3, 3:].astype(np.float32),
