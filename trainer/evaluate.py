@@ -14,10 +14,11 @@ Per clip: PSNR / SSIM (region = the hand-object mask, full frame), LPIPS (region
 frame), hand keypoint errors. Over all clips: FID (frame level: every frame of every clip) and
 FVD (clip level) on the full frames and on the region crops (``trainer.metrics.region``).
 
-Only pixels the camera saw are scored (the store's ``valid``; all of them for Objaverse): PSNR /
-SSIM average over valid pixels only (region: mask and valid); for the network metrics (LPIPS,
-FID, FVD), which see whole images, the generated video's invalid pixels are replaced by the
-truth's (black padding) first, so padding adds no difference. The npz keeps ``valid``.
+Only pixels the camera saw are scored (the store's ``valid``; all of them for Objaverse): the
+generated video's invalid pixels are first replaced by the truth's (black padding), so padding
+adds no difference to any metric (LPIPS, FID and FVD see whole images; SSIM's window reaches
+across the border), and PSNR / SSIM average over valid pixels only (region: mask and valid).
+The npz keeps ``valid``.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ def clip_metrics(video: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, n
     (1 = the truth's pixel comes from the camera image; None = all): scored on valid pixels only."""
     full = None if valid is None else (valid > 0).float()
     region = mask if valid is None else mask * full
+    video = fill_invalid(video, truth, valid)   # SSIM's window next to padding sees no difference there
     m = {"psnr_region": masked_psnr(video, truth, region), "ssim_region": masked_ssim(video, truth, region),
          "psnr_full": masked_psnr(video, truth, full), "ssim_full": masked_ssim(video, truth, full)}
-    video = fill_invalid(video, truth, valid)
     if nets.lpips is not None:
         dev = next(nets.lpips.parameters()).device
         box = region_box(mask)
