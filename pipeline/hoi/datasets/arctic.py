@@ -46,6 +46,29 @@ Object layer (``ClipData.object_parts``): the whole articulated object, the ``bo
 ``top`` parts of ``mesh.obj`` posed per frame; ``object_mesh``/``object_poses`` = the object at
 rest (articulation 0), for reference views, points and obj_rot/obj_trans.
 
+Conventions and where they come from (github.com/zc-alexfan/arctic at 49f3eb4, file Lline; the
+code made the dataset, so where docs and code disagree the code is followed; pinned by
+tests/pipeline/hoi/test_arctic.py and test_arctic_toolkit.py against the toolkit's own formulas):
+  * articulation: the vertices whose ``parts.json`` value is 0 turn (``common/object_tensors.py``
+    L172, L249, L102-104; the docs, ``docs/data/data_doc.md`` L53, say "1 for top": not followed),
+    about the object's -z axis (L73, L292), before the global rotation (L88-99);
+  * units: ``mesh.obj`` and ``.object.npy`` translations in mm (object_tensors.py L278,
+    ``src/arctic/processing.py`` L215); MANO ``trans`` and ``misc.json`` ``world2cam`` in metres;
+  * image numbering: image = mocap frame + ``ioi_offset`` (``src/mesh_loaders/arctic.py`` L105-110,
+    ``src/datasets/arctic_dataset.py`` L40); splits keep images 10..n-11 (``src/arctic/split.py`` L83-87);
+  * cameras: OpenCV frame, ``world2cam @ [p, 1]`` (``common/transforms.py`` L288-313), pixels
+    ``K p / z`` with no half-pixel term (L316-329): principal point at pixel centres = integers;
+    allocentric views undistorted pinhole (``processing.py`` L274-280); the egocentric view 0 moves
+    (``egocam.dist.npy``, ``src/arctic/preprocess_dataset.py`` L108-119) and is recorded through an
+    8-coefficient OpenCV rational lens (``transforms.py`` L82-111, "view 9" = distorted,
+    ``processing.py`` L252-262): undistorted here (``arctic_views``, ``pipeline/lens.py``);
+  * MANO: ``smplx.MANO(use_pca=False, flat_hand_mean=False)`` (``common/body_models.py`` L128-135),
+    called with ``global_orient=rot, hand_pose=pose, betas=shape, transl=trans``
+    (``processing.py`` L176-190): ``pose`` is relative to ``hands_mean``, no PCA; one ``shape`` per
+    sequence repeated over frames (``preprocess_dataset.py`` L92); MANO_LEFT as smplx loads it
+    (``fix_left_shapedirs`` False); joint labels = smplx's 16 joints + tip vertices 744, 320,
+    443, 554, 671 (``docs/faq.md`` L20-21: 21 joints after the setup's smplx change).
+
 Background: per-pixel median over ``BACKGROUND_FRAMES`` frames spread over the sequence, at each
 pixel only frames where neither the object (hull of each projected part) nor a hand covers it
 (the hull of its ``processed_seqs`` joints grown by ``HAND_PAD``; without them, discs of
