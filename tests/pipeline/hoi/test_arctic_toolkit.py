@@ -295,3 +295,18 @@ def test_egocentric_frames_are_undistorted_to_the_toolkits_pinhole_view(toolkit)
         recorded = np.abs(raw - pin).mean(-1)[ok]
         assert np.median(ours) < 3.0 and ours.mean() < 6.0 and recorded.mean() > 2 * ours.mean(), \
             (ours.mean(), recorded.mean())
+
+
+def test_windows_over_max_padding_are_skipped_before_rendering(toolkit, tmp_path):
+    """View 3 is a 640 x 200 strip: its crop must be ~55 % padding. At the default --max-padding
+    (0.25) both its windows come back as ``Skipped`` with the one reason the summary counts."""
+    from pipeline.engine.shard_task import Skipped
+    from pipeline.hoi.job import build_job, render_hoi_item
+    from schemas.config import MAX_PADDING, HoiConfig
+
+    cfg = HoiConfig(frames=FRAMES, resolution=64, hand_model="stand-in").validate()
+    assert cfg.max_padding == MAX_PADDING == 0.25
+    job = build_job("arctic", toolkit[0], tmp_path / "x.zarr", cfg, {"cameras": ["3"]}, None)
+    out = render_hoi_item(job.items[0], job.options)
+    assert len(out) == 2 and all(isinstance(s, Skipped) for s in out)
+    assert out[0].reason == "more than 25% of the crop is padding outside the camera image (--max-padding)"
