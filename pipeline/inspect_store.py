@@ -46,7 +46,7 @@ def inspect(store: Path) -> dict:
     by_reason = Counter(f"{f['stage']}: {f['reason']}" for f in failures)
     n = len(reader)
     return {
-        "store": str(store), "kind": layout.kind, "schema_version": layout.to_attrs()["schema_version"],
+        "store": str(store), "kind": layout.kind, "schema_version": reader.schema_version,
         "frames": layout.frames, "resolution": layout.resolution, "layers": list(layout.layers),
         "samples": n, "shards_complete": reader.n_shards_complete, "shards_planned": manifest.get("n_shards"),
         "items_planned": manifest.get("n_items"), "items_failed": len(failures),
@@ -55,6 +55,7 @@ def inspect(store: Path) -> dict:
         "title": manifest.get("title"),
         "failure_details": {f"{f['stage']}: {f['reason']}": f["detail"] for f in reversed(failures) if f.get("detail")},
         "quality": quality_summary(reader),
+        "padding": padding_summary(reader),
         # the held-out split (schemas.split): by item key, 3%; official_split: render-hoi --split
         "split": {"train": n - reader.n_test, "test": reader.n_test, "official_split": reader.official_split},
     }
@@ -62,7 +63,27 @@ def inspect(store: Path) -> dict:
 
 # per-sample figures (attrs) summarised by inspect: Objaverse quality (render-objaverse) and the
 # agreement of our MANO joints with the dataset's labels (render-hoi, where labels exist)
-QUALITY_KEYS = ("coverage_frames", "coverage_refs", "faces", "outside_area", "joint_err_mean_mm", "joint_err_max_mm")
+QUALITY_KEYS = ("coverage_frames", "coverage_refs", "faces", "outside_area", "joint_err_mean_mm", "joint_err_max_mm",
+                "padding_max", "hand_inside_min")
+
+
+def padding_summary(reader: StoreReader) -> dict | None:
+    """How much of a camera store's crops is padding (pixels not from the camera image: ``valid``
+    False), from the samples' attrs ``padding_mean`` / ``padding_max`` (render-hoi, render-human):
+    the padded fraction of all crop pixels, and how many samples have any padding; None for a store
+    without camera crops (Objaverse) or whose samples do not record it."""
+    if "valid" not in reader.array_names:
+        return None
+    means, maxes = [], []
+    for i in range(len(reader)):
+        a = reader.attrs(i)
+        if "padding_mean" in a:
+            means.append(float(a["padding_mean"]))
+            maxes.append(float(a.get("padding_max", a["padding_mean"])))
+    if not means:
+        return None
+    return {"fraction": float(np.mean(means)), "samples_with_padding": int(sum(m > 0 for m in maxes)),
+            "samples": len(means), "worst_frame": float(max(maxes))}
 
 
 def quality_summary(reader: StoreReader) -> dict:
@@ -103,6 +124,12 @@ def format_report(r: dict) -> str:
     for name, a in r["arrays"].items():
         lines.append(f"{name:<15}{str(tuple(a['shape_per_sample'])):<28}{a['dtype']:<9}"
                      f"{str(tuple(a['chunk'])):<24}{a['bytes'] / mib:>8.2f}")
+    if r.get("padding"):
+        pd = r["padding"]
+        lines.insert(lines.index("") if "" in lines else len(lines),
+                     f"padding      {pd['fraction']:.2%} of crop pixels are not from the camera image (valid False); "
+                     f"{pd['samples_with_padding']} of {pd['samples']} samples have some, worst frame "
+                     f"{pd['worst_frame']:.1%}")
     if r.get("quality"):
         q = r["quality"]
         textured = f" ({q['textured']} of {r['samples']} samples textured)" if "textured" in q else ""

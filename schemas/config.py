@@ -94,6 +94,13 @@ class RenderConfig(_ConfigDict):
 
 
 HAND_MODELS = ("mano", "stand-in")
+# Default --max-padding (render-hoi, render-human): crops shift to stay inside the image, so padding
+# only appears when a crop is larger than the image (hands spread wider than its short side) or
+# where a dataset shows only part of the frame. Up to a quarter of padding still leaves at least 3/4
+# of every frame to learn from (the loss is masked with ``valid``); beyond that a clip is mostly
+# black target under full conditions, and costs a whole clip's rendering and training step for
+# little signal.
+MAX_PADDING = 0.25
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class HoiConfig(_ConfigDict):
     hand_model: str = "mano"         # "mano" (user's licensed files) or "stand-in" (not MANO)
     fix_left_shapedirs: bool | None = None  # negate MANO_LEFT shapedirs x; None = the adapter's own setting
     max_joint_error_mm: float = 5.0  # a clip whose MANO joints miss the dataset's joint labels by more fails
+    max_padding: float = MAX_PADDING  # a window whose crop is more padding than this (some frame) is not written
     seed: int = 0
     ref_yfov_deg: float = 40.0
     timeout_s: float = 600.0
@@ -132,6 +140,7 @@ class HoiConfig(_ConfigDict):
         _check(self.hand_model in HAND_MODELS, f"--hand-model must be one of {HAND_MODELS}, got {self.hand_model!r}")
         _check(self.fix_left_shapedirs in (None, True, False), "--fix-left-shapedirs must be a bool or unset")
         _check(self.max_joint_error_mm > 0, f"--max-joint-error-mm must be > 0, got {self.max_joint_error_mm}")
+        _check(0.0 <= self.max_padding <= 1.0, f"--max-padding must be in 0..1, got {self.max_padding}")
         _check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         _check(self.seed >= 0, "--seed must be >= 0")
         return self

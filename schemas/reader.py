@@ -41,6 +41,7 @@ class StoreReader:
             raise SchemaError(f"{self.path} is not a store (no zarr.json)")
         attrs = json.loads(meta.read_text()).get("attributes", {})
         self.layout = StoreLayout.from_attrs(attrs)
+        self.schema_version = attrs.get("schema_version")  # an older one when schemas.store.READABLE_OLDER allows
         self._rows: list[int] = []
         self._keys: list[str] = []
         self._attrs: list[dict] = []

@@ -53,11 +53,26 @@ all of them, each rigid and posed per frame as the dataset places it. ``ref_view
 (the object the hand uses on the other); the target object is in the layer only. ``obj_scale``
 is in metres whatever unit the dataset's mesh file uses (TACO's are centimetres).
 
+Which crop pixels are real (v4): an HOI or human crop may reach outside the camera image (a
+crop larger than the image; a dataset's own crop put back in its frame; the corners of an
+undistorted lens view), where ``rgb`` and ``background`` are black. ``valid`` [T,R,R] says which
+pixels come from the camera image; the trainer masks its loss and ``evaluate`` its metrics with
+it; an Objaverse store has no ``valid`` (everything is rendered: all valid). The MLO layers are
+drawn over invalid pixels as everywhere else (the conditions are complete; only the target is
+missing there). ``hand_inside`` [T,2] is the fraction of each hand's mesh vertices that project
+inside the camera image (onto a valid source pixel), so a user can filter out frames where a hand
+is mostly out of view.
+
 Bump ``SCHEMA_VERSION`` on any change to names, shapes, dtypes, units or meaning
 (v2: the ``human`` kind; v3: the layer maps ``mlo_normal``/``mlo_depth`` are chunked per frame,
 all layers of a frame in one chunk (1, L, R, R[, 3]) instead of one chunk per frame and layer: a
 T-frame clip is T chunk reads instead of T x L; and only Zarr v3 core / registered codecs are used,
-no numcodecs delta filter: see ``pipeline.engine.shard_writer.codecs_for``).
+no numcodecs delta filter: see ``pipeline.engine.shard_writer.codecs_for``; v4: ``valid`` (hoi,
+human) and ``hand_inside`` (hoi); crops shift to stay inside the image; ARCTIC's articulated part
+is the one its toolkit's code turns). Older versions: an Objaverse store of v3 is read as it is
+(its contract did not change); v3 hoi and human stores are refused with a one-line message saying
+how to remake them -- their crops may hold unmarked black padding (and ARCTIC ones the wrong lid),
+which "all valid" would silently train on.
 """
 
 from __future__ import annotations
@@ -68,7 +83,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMA_NAME = "manivideo.store"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# older versions still read, by store kind (see the module doc)
+READABLE_OLDER = {3: frozenset({"objaverse"})}
 
 HANDS = ("left", "right")
 HAND_PARTS = ("palm", "thumb", "index", "middle", "ring", "pinky")
@@ -85,6 +102,7 @@ STORE_KINDS = ("objaverse", "hoi", "human")
 COMMON = frozenset({"objaverse", "hoi"})
 HOI = frozenset({"hoi"})
 HUMAN = frozenset({"human"})
+CAMERA = frozenset({"hoi", "human"})  # crops of real camera images
 ALL_KINDS = frozenset(STORE_KINDS)
 
 # OpenPose BODY_25 (doc/02_output.md), then OpenPose's 21-joint hand model per hand
@@ -177,6 +195,13 @@ ARRAYS: tuple[ArraySpec, ...] = (
               "21 hand joints per hand, camera frame; 0 where invalid", kinds=HOI, codec="small"),
     ArraySpec("joints_2d", ("T", 2, N_JOINTS, 2), "float32", ("T", 2, N_JOINTS, 2), "pixels",
               "21 hand joints projected into the stored image; -1 where invalid", kinds=HOI, codec="small"),
+    ArraySpec("hand_inside", ("T", 2), "float32", ("T", 2), "fraction 0-1",
+              "fraction of each hand's (left, right) mesh vertices that project inside the camera image "
+              "(onto a valid source pixel) in frame t; 0 where the hand is not annotated", kinds=HOI, codec="small"),
+    # HOI and human
+    ArraySpec("valid", ("T", "R", "R"), "bool", (1, "R", "R"), "",
+              "the pixel comes from the camera image (False: padding outside it, or outside what the dataset "
+              "shows); the trainer's loss and evaluate's metrics are masked with it", kinds=CAMERA, codec="small"),
     # human only
     ArraySpec("skeleton", ("T", "R", "R", 3), "uint8", (1, "R", "R", 3), "sRGB 0-255",
               "skeleton map S: OpenPose-style coloured limbs and hand bones on black", kinds=HUMAN),
@@ -240,11 +265,13 @@ class StoreLayout:
     def from_attrs(cls, attrs: Mapping) -> StoreLayout:
         if attrs.get("schema") != SCHEMA_NAME:
             raise SchemaError("not a manivideo store (group attribute 'schema' is missing or different)")
-        if attrs.get("schema_version") != SCHEMA_VERSION:
-            raise SchemaError(
-                f"store schema version {attrs.get('schema_version')} is not the supported {SCHEMA_VERSION}; "
-                "re-run the pipeline with this version"
-            )
+        version, kind = attrs.get("schema_version"), attrs.get("kind")
+        if version != SCHEMA_VERSION and kind not in READABLE_OLDER.get(version, ()):
+            how = {"hoi": "render-hoi", "human": "render-human"}.get(kind, "the pipeline")
+            why = (" (it has no validity mask 'valid': its crops may hold unmarked black padding)"
+                   if version == 3 and kind in CAMERA else "")
+            raise SchemaError(f"store schema version {version} is not the supported {SCHEMA_VERSION}{why}; "
+                              f"remake it with this version's {how}")
         return cls(kind=attrs["kind"], frames=int(attrs["frames"]), resolution=int(attrs["resolution"]),
                    layers=tuple(attrs["layers"]), samples_per_shard=int(attrs["samples_per_shard"]))
 

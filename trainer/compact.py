@@ -77,9 +77,18 @@ def compact_layers(normal: np.ndarray, depth: np.ndarray, layer_idx: np.ndarray)
 
 def compact_item(item: dict) -> dict:
     """A raw item (trainer.conditions) with dense "normal"/"depth" -> the same item with boxes instead
-    (boxes [K, 6], normal_px, depth_px; the pixels are copies: the dense maps may be reused buffers)."""
-    rest = {k: v for k, v in item.items() if k not in ("normal", "depth")}
+    (boxes [K, 6], normal_px, depth_px; the pixels are copies: the dense maps may be reused buffers);
+    a "valid" mask bool [F, R, R] travels as "valid_bits" uint8 [F, R, R / 8] (np.packbits along x)."""
+    rest = {k: v for k, v in item.items() if k not in ("normal", "depth", "valid")}
+    if "valid" in item:
+        rest["valid_bits"] = np.packbits(np.asarray(item["valid"], bool), axis=-1)
     return {**rest, **compact_layers(item["normal"], item["depth"], np.asarray(item["layer_idx"]))}
+
+
+def unpack_bits(bits: torch.Tensor, width: int) -> torch.Tensor:
+    """np.packbits(x, axis=-1) undone on the device: uint8 [..., ceil(W / 8)] -> bool [..., width]."""
+    shifts = torch.arange(7, -1, -1, device=bits.device, dtype=torch.uint8)
+    return ((bits.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :width].bool()
 
 
 def collate_compact(items: list[dict]) -> dict:

@@ -17,6 +17,9 @@ Raw item (numpy, one sample; F = 1 in stage 1, T in stage 2; Ls = stored layers;
     jitter     float32 [3]               brightness, contrast, saturation factors (1 = unchanged)
     flip       bool    []                mirror horizontally (see ``flip_batch``); never for human items
     person_mask bool   [F, R, R]         human items: the store's person mask (else all false)
+    valid      bool    [F, R, R]         the pixel comes from the camera image (the store's ``valid``; all
+                                         true when the store has none: Objaverse renders every pixel);
+                                         the compact loader sends it as ``valid_bits`` (np.packbits on x)
     skeleton   uint8   [F, R, R, 3]      human items: skeleton map S (else zeros); only with use_skeleton
 
 Human items (paper §3.3) keep only the reference person O_B (the background slot) and, with
@@ -147,6 +150,8 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
         H_o     [B, F, 3, R, R]  object-layer normals (every mlo_mode: E_N's input)
         points  [B, 2048, 6]     zero where dropped or missing (human)
         mask    [B, F, 1, R, R]  union of all layers (hand-object region); human: the person mask; {0, 1}
+        valid   [B, F, 1, R, R]  1 where the target pixel comes from the camera image, 0 on padding; all 1
+                                 when the batch has no ``valid`` (Objaverse); resized conservatively
         S       [B, F, 3, R, R]  skeleton map in [0, 1] (zeros but for human items); only if the batch has it
         ref_keep [B], source [B]
     Human items: H, D, H_o, object views, first-frame reference and points are zero (§3.3).
@@ -175,6 +180,10 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
                          (batch["flip"].to(dev) & ~human) if "flip" in batch else torch.zeros_like(human))
     rgb, refs, normal, depth = flipped["target"], flipped["refs"], flipped["normal"], flipped["depth"]
     b, f = normal.shape[:2]
+    valid = batch_valid(batch, b, f, rgb.shape[-1], dev)
+    if "flip" in batch:
+        flip = (batch["flip"].to(dev) & ~human).view(-1, 1, 1, 1, 1)
+        valid = torch.where(flip, valid.flip(-1), valid)
     mask = (depth > 0).any(dim=2, keepdim=True).float()
     H_o = normal[:, :, LAYER_NAMES.index("object")]
     if mlo_mode == "depth_only":
@@ -202,7 +211,7 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
         person = batch["person_mask"].to(dev).float().unsqueeze(2)                      # B,F,1,R,R
         mask = torch.where(human.view(b, 1, 1, 1, 1), person, mask)
     out = {"target": rgb * 2 - 1, "refs": refs, "H": H, "D": D, "H_o": H_o, "points": points, "mask": mask,
-           "ref_keep": keep, "source": source}
+           "valid": valid, "ref_keep": keep, "source": source}
     if "skeleton" in batch:
         out["S"] = batch["skeleton"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float() / 255.0
     if resolution is not None:
@@ -211,7 +220,50 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
             if k not in out:
                 continue
             out[k] = _resize(out[k], resolution, mode)
+        out["valid"] = shrink_valid(out["valid"], resolution)
     return out
+
+
+def batch_valid(batch: dict, b: int, f: int, r: int, device: torch.device) -> torch.Tensor:
+    """float {0, 1} [B, F, 1, R, R] from the batch's ``valid`` (bool [B, F, R, R]) or ``valid_bits`` (packed
+    along x, ``trainer.compact``); all ones when it has neither."""
+    if "valid_bits" in batch:
+        from trainer.compact import unpack_bits
+
+        return unpack_bits(batch["valid_bits"].to(device, non_blocking=True), r).float().unsqueeze(2)
+    if "valid" in batch:
+        return batch["valid"].to(device, non_blocking=True).float().unsqueeze(2)
+    return torch.ones((b, f, 1, r, r), device=device)
+
+
+def shrink_valid(valid: torch.Tensor, size: int) -> torch.Tensor:
+    """valid [..., 1, R, R] in {0, 1} at ``size`` x ``size``, conservatively: smaller, a pixel is valid only
+    when every pixel it covers is (a min-pool); larger, nearest."""
+    if valid.shape[-1] == size:
+        return valid
+    lead = valid.shape[:-3]
+    v = valid.reshape((-1,) + tuple(valid.shape[-3:]))
+    if size < valid.shape[-1]:
+        v = 1 - F.adaptive_max_pool2d(1 - v, size)
+    else:
+        v = F.interpolate(v, size=(size, size), mode="nearest")
+    return v.reshape(lead + tuple(v.shape[-3:]))
+
+
+def latent_valid(valid: torch.Tensor, size: int) -> torch.Tensor:
+    """valid [B, F, 1, R, R] -> [B, F, 1, size, size] at the latent resolution, conservatively: a latent is
+    valid when every pixel of its footprint (R / size square) and of its 8 neighbours' footprints is (the
+    VAE encoder's convolutions reach past the footprint, so a latent next to padding has seen black)."""
+    inv = 1 - shrink_valid(valid, size).flatten(0, 1)
+    inv = F.max_pool2d(inv, 3, stride=1, padding=1)
+    return (1 - inv).unflatten(0, tuple(valid.shape[:2]))
+
+
+def masked_mse(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of ``err`` [B, F, C, h, w] over the elements where ``weight`` [B, F, 1, h, w] is 1
+    (all of them when it is all ones); 0 for a sample with no valid element. Returns [B]."""
+    w = weight.expand_as(err)
+    return (err * w).sum(dim=(1, 2, 3, 4)) / w.sum(dim=(1, 2, 3, 4)).clamp(min=1)
 
 
 def condition_channels(mlo_mode: str) -> tuple[int, int, int]:

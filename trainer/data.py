@@ -151,14 +151,15 @@ class MixedStores(Dataset):
         reader = self.readers[store]
         human = reader.layout.kind == "human"
         window = slice(start, start + self.frames)
+        has_valid = "valid" in reader.array_names  # hoi and human stores (schema v4); Objaverse: all valid
         if human:
-            names = HUMAN_READ + (("skeleton",) if self.cfg.use_skeleton else ())
+            names = HUMAN_READ + (("skeleton",) if self.cfg.use_skeleton else ()) + (("valid",) if has_valid else ())
             a = human_as_item_arrays(reader.read(index, names=names, frames=window), self.frames,
                                      reader.layout.resolution)
             layer_idx = np.array([-1], dtype=np.int64)
             flip = False  # the skeleton's colours tell left from right: never mirrored
         else:
-            a = reader.read(index, names=READ, frames=window, buffers=buffers)
+            a = reader.read(index, names=READ + (("valid",) if has_valid else ()), frames=window, buffers=buffers)
             layer_idx = np.array([LAYER_NAMES.index(n) for n in reader.layout.layers], dtype=np.int64)
             R = reader.layout.resolution
             a["person_mask"] = np.zeros((self.frames, R, R), bool)
@@ -176,6 +177,7 @@ class MixedStores(Dataset):
             "jitter": np.ones(3, np.float32) if jitter is None else np.asarray(jitter, np.float32),
             "flip": np.bool_(flip),  # applied on the training device (trainer.conditions.flip_batch)
             "person_mask": a["person_mask"],
+            "valid": a["valid"] if has_valid else np.ones(a["rgb"].shape[:3], bool),
         }
         if self.cfg.use_skeleton:
             item["skeleton"] = a["skeleton"]

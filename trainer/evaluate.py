@@ -4,7 +4,7 @@ Output folder (``--out``)::
 
     run.json          what produced the results (checkpoint, stores, split, steps, guidance, seed);
                       a second run into the same folder must match it (that is what makes resume safe)
-    clips/<id>.npz    per clip: video, truth (uint8 [F, R, R, 3]), mask (uint8 [F, R, R]), box
+    clips/<id>.npz    per clip: video, truth (uint8 [F, R, R, 3]), mask, valid (uint8 [F, R, R]), box
     clips.jsonl       per-clip results, one JSON line per finished clip (find the worst clips here)
     metrics.json      aggregate metrics, what was not computed and why, the networks' weights
     metrics.md        the Markdown table (``--compare paper`` adds the paper's rows)
@@ -13,6 +13,12 @@ Resumable: a clip whose line is in clips.jsonl and whose npz exists is not gener
 Per clip: PSNR / SSIM (region = the hand-object mask, full frame), LPIPS (region crop, full
 frame), hand keypoint errors. Over all clips: FID (frame level: every frame of every clip) and
 FVD (clip level) on the full frames and on the region crops (``trainer.metrics.region``).
+
+Only pixels the camera saw are scored (the store's ``valid``; all of them for Objaverse): the
+generated video's invalid pixels are first replaced by the truth's (black padding), so padding
+adds no difference to any metric (LPIPS, FID and FVD see whole images; SSIM's window reaches
+across the border), and PSNR / SSIM average over valid pixels only (region: mask and valid).
+The npz keeps ``valid``.
 """
 
 from __future__ import annotations
@@ -41,15 +47,29 @@ def _f(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
 
 
+def joints_on_valid_pixels(joints: np.ndarray, pixel_valid: np.ndarray | None) -> np.ndarray:
+    """bool [F, 2]: every one of a hand's 21 joints (``joints`` [F, 2, 21, 2] pixels of a ``pixel_valid``
+    [F, R, R] image, centres at +0.5) lies on a pixel from the camera image (all true without a mask)."""
+    if pixel_valid is None:
+        return np.ones(joints.shape[:2], bool)
+    F_, R = pixel_valid.shape[0], pixel_valid.shape[-1]
+    ij = np.floor(joints).astype(np.int64)
+    inside = ((ij >= 0) & (ij < R)).all(axis=-1)                                   # [F, 2, 21]
+    c = np.clip(ij, 0, R - 1)
+    on = pixel_valid[np.arange(F_)[:, None, None], c[..., 1], c[..., 0]] > 0
+    return (inside & on).all(axis=-1)
+
+
 def _hand_errors(nets, video: np.ndarray, truth: np.ndarray, joints: np.ndarray | None, valid: np.ndarray | None,
-                 scale: float) -> dict:
-    """Detector on generated and true frames: errors against the stored joints_2d and between them."""
+                 scale: float, pixel_valid: np.ndarray | None = None) -> dict:
+    """Detector on generated and true frames: errors against the stored joints_2d and between them;
+    a hand with a joint off the camera image (``pixel_valid`` [F, R', R'] of the scored frames) is not scored."""
     from trainer.metrics.hands import match_errors, summarise
 
     if joints is None:
         return {}
     ref = joints * scale
-    ok = valid & (joints >= 0).all(axis=(-1, -2))                                # [F, 2]
+    ok = valid & (joints >= 0).all(axis=(-1, -2)) & joints_on_valid_pixels(ref, pixel_valid)   # [F, 2]
     gen_err, true_err, pair_err = [], [], []
     for f in range(len(video)):
         det_gen, det_true = nets.hands(video[f]), nets.hands(truth[f])
@@ -64,10 +84,21 @@ def _hand_errors(nets, video: np.ndarray, truth: np.ndarray, joints: np.ndarray 
     return out
 
 
-def clip_metrics(video: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, nets, size: int) -> dict:
-    """Per-clip metrics; video / truth [F, 3, R, R] in [0, 1], mask [F, 1, R, R]."""
-    m = {"psnr_region": masked_psnr(video, truth, mask), "ssim_region": masked_ssim(video, truth, mask),
-         "psnr_full": masked_psnr(video, truth), "ssim_full": masked_ssim(video, truth)}
+def fill_invalid(video: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``video`` [F, 3, R, R] with the truth's pixels where ``valid`` [F, 1, R, R] is 0 (padding: nothing to
+    compare), for the metrics that see whole images."""
+    return video if valid is None else torch.where(valid > 0, video, truth)
+
+
+def clip_metrics(video: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, nets, size: int,
+                 valid: torch.Tensor | None = None) -> dict:
+    """Per-clip metrics; video / truth [F, 3, R, R] in [0, 1], mask [F, 1, R, R], valid [F, 1, R, R]
+    (1 = the truth's pixel comes from the camera image; None = all): scored on valid pixels only."""
+    full = None if valid is None else (valid > 0).float()
+    region = mask if valid is None else mask * full
+    video = fill_invalid(video, truth, valid)   # SSIM's window next to padding sees no difference there
+    m = {"psnr_region": masked_psnr(video, truth, region), "ssim_region": masked_ssim(video, truth, region),
+         "psnr_full": masked_psnr(video, truth, full), "ssim_full": masked_ssim(video, truth, full)}
     if nets.lpips is not None:
         dev = next(nets.lpips.parameters()).device
         box = region_box(mask)
@@ -164,24 +195,29 @@ class Evaluation:
                 res = sample_clips(self.model, items, self.cfg, self.dev, self.steps, self.guidance,
                                    seeds=[self.seed + 1000 * k + i for i in idx])
                 for b, i in enumerate(idx):
-                    done[self.clip_id(k, i)] = self._finish(k, i, res["video"][b], res["truth"][b], res["mask"][b], nets)
+                    done[self.clip_id(k, i)] = self._finish(k, i, res["video"][b], res["truth"][b], res["mask"][b],
+                                                            nets, res["valid"][b])
                 n_done += len(idx)
                 rate = n_done / (time.perf_counter() - t0)
                 self.log(f"  {n_done}/{len(todo)} clips generated ({rate:.2f} clips/s)")
         return [done[self.clip_id(k, i)] for k, i in self.clips]
 
-    def _finish(self, k: int, i: int, video, truth, mask, nets) -> dict:
+    def _finish(self, k: int, i: int, video, truth, mask, nets, valid=None) -> dict:
         reader = self.data[k].readers[0]
         cid = self.clip_id(k, i)
         rec = {"id": cid, "store": self.run["stores"][k], "index": i, "key": reader.key(i), "frames": int(video.shape[0])}
-        rec.update(clip_metrics(video, truth, mask, nets, self.cfg.resolution))
+        rec.update(clip_metrics(video, truth, mask, nets, self.cfg.resolution, valid))
+        if valid is not None:
+            rec["valid_fraction"] = round(float((valid > 0).float().mean()), 4)
         v8, t8 = _u8(video), _u8(truth)
         if nets.hands is not None and "joints_2d" in reader.array_names:
             a = reader.read(i, names=["joints_2d", "hand_valid"])
             rec.update(_hand_errors(nets, v8, t8, a["joints_2d"], a["hand_valid"],
-                                    self.cfg.resolution / reader.layout.resolution))
+                                    self.cfg.resolution / reader.layout.resolution,
+                                    None if valid is None else valid[:, 0].numpy()))
+        ok = np.ones(mask[:, 0].shape, np.uint8) if valid is None else (valid[:, 0].numpy() > 0).astype(np.uint8)
         np.savez_compressed(self.out / "clips" / f"{cid}.npz", video=v8, truth=t8,
-                            mask=(mask[:, 0].numpy() > 0).astype(np.uint8), box=np.array(region_box(mask)))
+                            mask=(mask[:, 0].numpy() > 0).astype(np.uint8), box=np.array(region_box(mask)), valid=ok)
         with open(self.out / "clips.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         return rec
@@ -199,8 +235,9 @@ def set_metrics(out: Path, records: list[dict], nets, size: int, device) -> dict
     for rec in records:
         z = np.load(out / "clips" / f"{rec['id']}.npz")
         box = tuple(int(x) for x in z["box"])
-        for who, arr in (("gen", z["video"]), ("true", z["truth"])):
-            full = _f(arr)
+        truth = _f(z["truth"])
+        valid = torch.from_numpy(z["valid"]).float()[:, None] if "valid" in z.files else None
+        for who, full in (("gen", fill_invalid(_f(z["video"]), truth, valid)), ("true", truth)):
             region = crop(full, box, size)
             if nets.inception is not None:
                 feats[f"fid_full_{who}"].append(nets.inception(full.to(device)).cpu().numpy())

@@ -92,7 +92,8 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
     """Sample B clips of F frames each.
 
     Returns float32 CPU tensors in [0, 1]: ``video`` [B, F, 3, R, R], ``truth`` [B, F, 3, R, R] (the
-    items' rgb, resized), ``mask`` [B, F, 1, R, R] (hand-object region), and ``cond`` (the full
+    items' rgb, resized), ``mask`` [B, F, 1, R, R] (hand-object region), ``valid`` [B, F, 1, R, R] (1 where
+    the truth's pixel comes from the camera image), and ``cond`` (the full
     conditions on ``device``), ``windows`` (the plan used).
     """
     from trainer.sample import _scheduler
@@ -138,7 +139,7 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
         video = torch.cat([model.decode(flat[j:j + decode_chunk]) for j in range(0, len(flat), decode_chunk)])
     video = ((video.float() + 1) / 2).clamp(0, 1).unflatten(0, (b, f)).cpu()
     return {"video": video, "truth": ((cond["target"] + 1) / 2).clamp(0, 1).cpu(), "mask": cond["mask"].cpu(),
-            "cond": cond, "windows": windows}
+            "valid": cond["valid"].cpu(), "cond": cond, "windows": windows}
 
 
 def condition_images(cond: dict, cfg: TrainConfig) -> torch.Tensor:

@@ -37,7 +37,7 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from trainer.conditions import SOURCES, prepare_batch
+from trainer.conditions import SOURCES, latent_valid, masked_mse, prepare_batch
 from trainer.config import TrainConfig
 from trainer.data import MixedStores, make_loader
 from trainer.model import ManiVideoModel, build_model
@@ -100,7 +100,8 @@ def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMSched
     target = prediction_target(cfg, scheduler, latents, noise, t)
     with autocast(cfg, device):
         pred = model(noisy, t, cond, ref_latents)
-    mse = (pred.float() - target).square().mean(dim=(1, 2, 3, 4))                         # B
+    # the target is only known where its pixels come from the camera image (``valid``: no padding)
+    mse = masked_mse((pred.float() - target).square(), latent_valid(cond["valid"], latents.shape[-1]))   # B
     if cfg.snr_gamma > 0:  # min-SNR weighting (Hang et al. 2023)
         snr = compute_snr(scheduler, t).clamp(min=1e-8)
         clipped = snr.clamp(max=cfg.snr_gamma)

@@ -67,11 +67,12 @@ class Validator:
                 ema.restore(params)
             model.train()
         per = {"psnr_region": [], "ssim_region": [], "psnr_full": [], "ssim_full": []}
-        for v, t, m in zip(out["video"], out["truth"], out["mask"], strict=True):
-            per["psnr_region"].append(masked_psnr(v, t, m))
-            per["ssim_region"].append(masked_ssim(v, t, m))
-            per["psnr_full"].append(masked_psnr(v, t))
-            per["ssim_full"].append(masked_ssim(v, t))
+        for v, t, m, ok in zip(out["video"], out["truth"], out["mask"], out["valid"], strict=True):
+            v = torch.where(ok > 0, v, t)   # scored on the pixels the camera saw (the store's valid)
+            per["psnr_region"].append(masked_psnr(v, t, m * ok))
+            per["ssim_region"].append(masked_ssim(v, t, m * ok))
+            per["psnr_full"].append(masked_psnr(v, t, ok))
+            per["ssim_full"].append(masked_ssim(v, t, ok))
         rec = {"step": step, "split": "test", "val/clips": len(items)}
         rec.update({f"val/{k}": float(np.mean([x for x in vals if np.isfinite(x)] or [np.nan]))
                     for k, vals in per.items()})

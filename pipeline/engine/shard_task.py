@@ -63,6 +63,16 @@ STEP_TIMINGS = "timings"
 FLUSH_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
+class Skipped:
+    """What a step returns in place of a planned sample it refuses (e.g. a window whose crop is
+    mostly padding): no row is written for it, the item's record lists only the written rows and
+    counts the skipped ones by ``reason`` (short, the same for every sample skipped for it), and
+    the run summary shows the counts."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """One input item. ``key``: unique, stable id; ``locator``: what the step needs to find
     the input (a path, a uid); ``n_samples``: samples it yields, known before running."""
@@ -275,16 +285,22 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                     samples = step(item, options)
                     timings = {}
                     for s in samples:
-                        timings.update(s.pop(STEP_TIMINGS, None) or {})
+                        if not isinstance(s, Skipped):
+                            timings.update(s.pop(STEP_TIMINGS, None) or {})
                     if len(samples) != item.n_samples:
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
                     if not _same_store(out_path, nonce):
                         return stale
-                    attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
+                    skipped = Counter(s.reason for s in samples if isinstance(s, Skipped))
+                    kept = [(r, s) for r, s in zip(rows, samples, strict=True) if not isinstance(s, Skipped)]
+                    attrs = [dict(s.get(SAMPLE_ATTRS, {})) for _, s in kept]
                     t_encode = time.perf_counter()
-                    buffer.add(rows, samples)  # all rows or none (SchemaError: none)
+                    buffer.add([r for r, _ in kept], [s for _, s in kept])  # all rows or none (SchemaError: none)
                     timings["encode"] = time.perf_counter() - t_encode
                     rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
+                    if skipped:
+                        rec["rows"] = [r for r, _ in kept]
+                        rec["skipped"] = dict(skipped)  # reason -> samples refused by the step (no rows)
                     if any(attrs):
                         rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)
             except StepFailed as e:

@@ -96,7 +96,8 @@ class HandModel:
 def transform_mano(model: HandModel, pose: np.ndarray, trans: np.ndarray, betas: np.ndarray,
                    transform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MANO parameters of the same hand after moving it by ``transform`` [4,4] (a rotation,
-    possibly improper like the OpenCV->OpenGL axis flip, plus a translation).
+    possibly improper like the OpenCV->OpenGL axis flip, plus a translation), or by one
+    transform per row, [N,4,4] (a moving camera: world -> camera of each frame).
 
     MANO rotates about the rest wrist j0: x = R (v - j0) + j0 + t. With x' = G x + g:
     R' = G R and t' = G (j0 + t) + g - j0. pose [N,48], trans [N,3] -> same shapes.
@@ -108,8 +109,9 @@ def transform_mano(model: HandModel, pose: np.ndarray, trans: np.ndarray, betas:
     pose = np.array(pose, np.float64)
     j0 = model.rest_root(betas)
     rot = Rotation.from_rotvec(pose[:, :3]).as_matrix()
-    pose[:, :3] = Rotation.from_matrix(G[:3, :3] @ rot).as_rotvec()
-    trans = (np.asarray(trans, np.float64) + j0) @ G[:3, :3].T + G[:3, 3] - j0
+    Gr, Gt = G[..., :3, :3], G[..., :3, 3]
+    pose[:, :3] = Rotation.from_matrix(Gr @ rot).as_rotvec()
+    trans = np.einsum("...ij,...j->...i", Gr, np.asarray(trans, np.float64) + j0) + Gt - j0
     return pose, trans
 
 

@@ -25,6 +25,21 @@ Conventions of ``ClipData`` (OpenCV camera: x right, y down, z forward):
     item does not fit a moving view: such an adapter gives the window's own reference in
     ``background`` (uint8 [H,W,3], same pixels as ``images``), used instead of the item's
     ``HoiAdapter.background`` (None: the item's).
+  * ``image_valid`` (optional) [T,H,W] bool: the pixels of ``images`` the camera saw. None = all
+    of them. An adapter sets it when part of a frame is not the camera's picture: a dataset that
+    ships only its own crops, put back in the full frame (ARCTIC ``cropped_images``), or an
+    undistorted lens view whose corners map outside the recorded image (ARCTIC's egocentric view).
+
+What the shared clip builder does with it, for every adapter (``clip_sample.build_sample``): the
+crop box holds every annotated hand/object vertex that projects inside the image, is shifted to
+stay inside the image whenever it fits and padded (black) only when it cannot; the sample's
+``valid`` [T,R,R] marks the crop pixels that come from the camera image (inside the image and
+``image_valid``); ``hand_inside`` [T,2] is the fraction of each hand's vertices that project onto a
+valid source pixel; a window whose crop is more than ``HoiConfig.max_padding`` padding in some
+frame is not written (counted in the run summary). So an adapter must give: ``images`` at their
+full size, ``K`` of those images (a moving camera: per-frame poses are simply the per-frame
+``pose``/``trans``/``object_poses``, all in that frame's camera), and ``image_valid`` where some
+pixels of a frame are not the camera's.
 """
 
 from __future__ import annotations
@@ -78,6 +93,7 @@ class ClipData:
     #   NaN where a frame has none; compared with our MANO joints (``--max-joint-error-mm``)
     background: np.ndarray | None = None  # uint8 [H,W,3]: this window's scene reference (moving cameras);
     #   None: the item's ``HoiAdapter.background``
+    image_valid: np.ndarray | None = None  # [T,H,W] bool: pixels of ``images`` the camera saw (None: all)
 
 
 class HoiAdapter(Protocol):

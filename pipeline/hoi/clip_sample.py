@@ -5,7 +5,11 @@ frame and the world frame is that same frame, so ``cam_pose`` is the identity; M
 parameters, joints and the object trajectory are all in it, metres.
 
   * crop: one square box per clip around every valid hand vertex and object vertex
-    projected over the T frames (``crop.py``), resized to R; ``K`` adjusted;
+    projected over the T frames that falls inside the image (``crop.py``), shifted to stay inside
+    the image when it fits, padded when it cannot, resized to R; ``K`` adjusted; ``valid`` marks
+    the crop pixels from the camera image (inside it and ``ClipData.image_valid``); a window with
+    more than ``cfg.max_padding`` padding in a frame raises ``crop.TooMuchPadding`` before any
+    rendering; ``hand_inside`` = fraction of each hand's vertices on a valid source pixel;
   * MLO: 13 layers per frame, each alone (``mlo.render_mlo``), in one atlas pass;
   * object appearance/geometry: the object model canonicalised by ``mesh_io`` and rendered
     / sampled by the same functions as Objaverse (``reference_views``, ``object_points``);
@@ -126,13 +130,31 @@ def joint_agreement(joints: dict[str, np.ndarray], valid: dict[str, np.ndarray],
             "joint_err_frames": int(sum(len(x) for x in errs)), "joint_err_worst": worst[1], **out}
 
 
-def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandModel], obj: ObjectModel | None,
-                 layer_renderer, cfg: HoiConfig) -> dict[str, np.ndarray]:
-    """The contract sample of one window (all arrays of an "hoi" layout with all 13 layers)."""
+def _pixels(K: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """[N,2] pixels (centres at +0.5) of OpenCV camera points [N,3] (z > 0) under OpenCV ``K``."""
+    return np.stack([K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2] + 0.5, K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2] + 0.5], axis=1)
+
+
+@dataclass
+class CropPlan:
+    """The window's crop: box (x0, y0, side) source pixels, K [3,3] of the R x R crop (pixel
+    centres at +0.5), valid [T,R,R] bool, padding [T] fraction, hand_inside [T,2] float32."""
+
+    box: tuple[int, int, int]
+    K: np.ndarray
+    valid: np.ndarray
+    padding: np.ndarray
+    hand_inside: np.ndarray
+
+
+def plan_crop(clip: ClipData, hands: dict, obj: ObjectModel | None, cfg: HoiConfig) -> CropPlan:
+    """The crop of one window (module doc); ``hands`` as ``_hand_geometry`` gives them. Raises
+    ``crop.TooMuchPadding`` when a frame's crop is more than ``cfg.max_padding`` padding."""
     T, R = len(clip.frame_ids), cfg.resolution
     H, W = clip.images.shape[1:3]
-    hands = _hand_geometry(clip, models)
-    # crop around everything annotated in the window
+    image_valid = clip.image_valid
+    if image_valid is not None and np.shape(image_valid) != (T, H, W):
+        raise ValueError(f"ClipData.image_valid is {np.shape(image_valid)}, the images {(T, H, W)}")
     pts = []
     for verts, _, valid in hands.values():
         if valid.any():
@@ -148,11 +170,33 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
     pts2d = np.zeros((0, 2))
     if pts:
         p = np.concatenate(pts)
-        p = p[p[:, 2] > 1e-3]
-        pts2d = np.stack([clip.K[0, 0] * p[:, 0] / p[:, 2] + clip.K[0, 2] + 0.5,
-                          clip.K[1, 1] * p[:, 1] / p[:, 2] + clip.K[1, 2] + 0.5], axis=1)
+        pts2d = _pixels(clip.K, p[p[:, 2] > 1e-3])
     box = crop.crop_box(pts2d, W, H, cfg.crop_margin, cfg.min_crop_px)
-    K = crop.crop_intrinsics(clip.K, box, R)
+    valid = np.stack([crop.crop_valid(box, R, W, H, None if image_valid is None else image_valid[t])
+                      for t in range(T)])
+    padding = crop.check_padding(valid, cfg.max_padding)
+    inside = np.zeros((T, 2), np.float32)
+    for k, side in enumerate(HANDS):
+        if side not in hands:
+            continue
+        verts, _, ok = hands[side]
+        for t in np.flatnonzero(ok):
+            v = verts[t]
+            front = v[:, 2] > 1e-3
+            px = _pixels(clip.K, np.where(front[:, None], v, 1.0))
+            inside[t, k] = crop.inside_fraction(px, W, H, None if image_valid is None else image_valid[t], front)
+    return CropPlan(box, crop.crop_intrinsics(clip.K, box, R), valid, padding, inside)
+
+
+def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandModel], obj: ObjectModel | None,
+                 layer_renderer, cfg: HoiConfig) -> dict[str, np.ndarray]:
+    """The contract sample of one window (all arrays of an "hoi" layout with all 13 layers).
+    Raises ``crop.TooMuchPadding`` (nothing rendered) for a window over ``cfg.max_padding``."""
+    T, R = len(clip.frame_ids), cfg.resolution
+    hands = _hand_geometry(clip, models)
+    plan = plan_crop(clip, hands, obj, cfg)
+    box, K = plan.box, plan.K
+    obj_valid = np.asarray(clip.object_valid, bool) & (obj is not None)
 
     tracks = {s: HandTrack(models[s], verts * np.array([1.0, -1.0, -1.0]), valid) for s, (verts, _, valid) in hands.items()}
     otrack = None
@@ -194,6 +238,8 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
     empty = np.zeros((6, R, R, 3), np.uint8)
     attrs = joint_agreement({s: g[1] for s, g in hands.items()}, {s: g[2] for s, g in hands.items()},
                             clip.joints_label)
+    attrs.update(crop_attrs(plan.padding, plan.hand_inside, hand_valid), crop_box=[int(x) for x in box],
+                 source_frames=[int(f) for f in clip.frame_ids])
     return {
         SAMPLE_ATTRS: attrs,
         "rgb": np.stack([crop.crop_image(im, box, R) for im in clip.images]),
@@ -217,4 +263,18 @@ def build_sample(clip: ClipData, background: np.ndarray, models: dict[str, HandM
         "hand_valid": hand_valid,
         "joints_3d": j3,
         "joints_2d": j2,
+        "hand_inside": plan.hand_inside,
+        "valid": plan.valid,
     }
+
+
+def crop_attrs(padding: np.ndarray, hand_inside: np.ndarray | None = None, hand_valid: np.ndarray | None = None) -> dict:
+    """Sample attrs of the crop: ``padding_max`` / ``padding_mean`` (fraction of the crop's pixels
+    not from the camera image, worst frame / mean over frames) and, for annotated hands,
+    ``hand_inside_min`` (the least fraction of a hand's vertices inside the image over the window).
+    ``build_sample`` adds ``crop_box`` [x0, y0, side] (source pixels: columns x0..x0+side-1) and
+    ``source_frames`` (the dataset's frame numbers of the T frames)."""
+    out = {"padding_max": round(float(np.max(padding)), 4), "padding_mean": round(float(np.mean(padding)), 4)}
+    if hand_inside is not None and hand_valid is not None and np.any(hand_valid):
+        out["hand_inside_min"] = round(float(np.min(np.asarray(hand_inside)[np.asarray(hand_valid, bool)])), 4)
+    return out

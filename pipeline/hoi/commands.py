@@ -9,6 +9,7 @@ import typer
 
 from pipeline.errors import UserError
 from pipeline.output import RETRY_FAILED_HELP, check_writable
+from schemas.config import MAX_PADDING
 
 
 def _auto_gpus(workers: int, address: str | None) -> float:
@@ -48,6 +49,9 @@ def render_hoi(
         help="skip windows where fewer than this fraction of frames have an annotated hand")] = 0.5,
     max_joint_error_mm: Annotated[float, typer.Option(
         help="fail a clip whose MANO joints miss the dataset's joint labels by more (mm)")] = 5.0,
+    max_padding: Annotated[float, typer.Option(
+        help="do not write windows whose crop is more than this fraction padding outside the camera image "
+             "in some frame (counted in the summary)")] = MAX_PADDING,
     samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto, up to 8")] = 0,
     seed: Annotated[int, typer.Option(help="seed (object point sampling)")] = 0,
     workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
@@ -68,7 +72,8 @@ def render_hoi(
     try:
         cfg = HoiConfig(frames=frames, stride=stride, resolution=resolution, samples_per_shard=samples_per_shard,
                         crop_margin=crop_margin, hand_model=hand_model, fix_left_shapedirs=fix_left_shapedirs,
-                        max_joint_error_mm=max_joint_error_mm, seed=seed, timeout_s=timeout).validate()
+                        max_joint_error_mm=max_joint_error_mm, max_padding=max_padding, seed=seed,
+                        timeout_s=timeout).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
     if not 0.0 <= min_valid_frames <= 1.0:

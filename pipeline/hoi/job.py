@@ -13,8 +13,9 @@ import dataclasses
 import functools
 from pathlib import Path
 
+from pipeline.crop import TooMuchPadding
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.shard_task import Skipped, WorkItem
 from pipeline.errors import StepFailed
 from pipeline.hands.model import hand_models
 from pipeline.hoi.adapter import make_selection
@@ -40,8 +41,9 @@ def _object_model(path: str, uid: str, cfg: HoiConfig) -> ObjectModel:
     return ObjectModel.build(obj, worker_renderers(cfg.resolution, cfg.ref_yfov_deg).rgb, cfg)
 
 
-def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
-    """Worker-side step: all T-frame windows of one (sequence, camera) as contract samples."""
+def render_hoi_item(item: WorkItem, options: dict) -> list[dict | Skipped]:
+    """Worker-side step: all T-frame windows of one (sequence, camera) as contract samples; a window
+    whose crop is more than ``max_padding`` padding is ``Skipped`` (no row, counted in the summary)."""
     from pipeline.render.workers import worker_renderers
 
     root = Path(options["root"])
@@ -62,6 +64,9 @@ def render_hoi_item(item: WorkItem, options: dict) -> list[dict]:
                 obj = _object_model(str(clip.object_mesh), clip.object_uid or clip.object_mesh.parent.name, cfg)
             bg = background if clip.background is None else clip.background  # moving camera: the window's own
             sample = build_sample(clip, bg, models, obj, renderers.layers, cfg)
+        except TooMuchPadding as e:  # --max-padding: this window is not written, the summary counts it
+            samples.append(Skipped(e.reason))
+            continue
         except StepFailed:
             raise
         except Exception as e:  # noqa: BLE001  (GL errors etc. are this item's failure)

@@ -33,7 +33,8 @@ def render_conditions(folder: Path, camera: str | None, resolution: int, hand_mo
         raise UserError(f"--camera {camera!r} is not in {folder / 'cameras.json'} (has {', '.join(sorted(seq.cameras))})")
     try:
         hoi = HoiConfig(frames=n, resolution=resolution, hand_model=hand_model, samples_per_shard=1,
-                        fix_left_shapedirs=bool(seq.fix_left_shapedirs)).validate()
+                        fix_left_shapedirs=bool(seq.fix_left_shapedirs),
+                        max_padding=1.0).validate()  # a new motion is rendered whatever its crop
     except ConfigError as e:
         raise UserError(str(e)) from None
     adapter = SequenceAdapter()

@@ -1,7 +1,8 @@
 """One video -> its T-frame windows and the contract samples of a human store.
 
-Per window: the fixed person crop (``pipeline.human.crop``), frames and masks cropped and
-resized to R x R, keypoints mapped into the crop, the skeleton map drawn from them, K adjusted
+Per window: the fixed person crop (``pipeline.human.crop``: shifted to stay inside the frame
+when it fits), frames and masks cropped and resized to R x R, ``valid`` (the crop pixels inside
+the video frame; a clip with more padding than ``max_padding`` raises ``crop.TooMuchPadding``), keypoints mapped into the crop, the skeleton map drawn from them, K adjusted
 when the camera is known (else all zero), and the reference O_B: the frame of the same video
 farthest in time from the window that shows the person, cropped around the person in that
 frame (a frame of the window only when the whole video is the window: attrs say so).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.crop import crop_image, crop_intrinsics
+from pipeline.crop import check_padding, crop_image, crop_intrinsics, crop_valid
 from pipeline.errors import StepFailed
 from pipeline.human.config import HumanConfig
 from pipeline.human.crop import has_person, keypoints_to_crop, person_box
@@ -66,6 +67,8 @@ def build_sample(window: list[int], frames: dict, keypoints, masks: dict | None,
     clip_masks = [masks[i] for i in window] if masks is not None else None
     R = cfg.resolution
     box = person_box(kp[present], W, H, cfg.crop_margin, cfg.min_crop_px, clip_masks)
+    valid = np.repeat(crop_valid(box, R, W, H)[None], len(window), axis=0)
+    padding = check_padding(valid, cfg.max_padding)  # crop.TooMuchPadding: the job skips the clip
     kp_crop = keypoints_to_crop(kp, box, R)
     ref_kp = keypoints(ref_id)
     ref_box = person_box(ref_kp[None], W, H, cfg.crop_margin, cfg.min_crop_px,
@@ -78,9 +81,11 @@ def build_sample(window: list[int], frames: dict, keypoints, masks: dict | None,
         "person_mask": (np.stack([_crop_mask(m, box, R) for m in clip_masks]) if clip_masks is not None
                         else np.zeros((len(window), R, R), bool)),
         "K": (crop_intrinsics(K_cv, box, R) if K_cv is not None else np.zeros((3, 3))).astype(np.float32),
+        "valid": valid,
         "attrs": {"source_frames": [int(i) for i in window], "reference_frame": int(ref_id),
                   "reference_in_clip": bool(window[0] <= ref_id <= window[-1]), "keypoint_source": source,
                   "has_person_mask": masks is not None, "person_frames": round(float(present.mean()), 4),
-                  "crop_box": [int(v) for v in box], "camera_known": K_cv is not None},
+                  "crop_box": [int(v) for v in box], "camera_known": K_cv is not None,
+                  "padding_max": round(float(padding.max()), 4), "padding_mean": round(float(padding.mean()), 4)},
     }
     return sample

@@ -9,6 +9,7 @@ import typer
 
 from pipeline.errors import UserError
 from pipeline.output import RETRY_FAILED_HELP, check_writable
+from schemas.config import MAX_PADDING
 
 
 def render_human(
@@ -22,6 +23,9 @@ def render_human(
     min_person_frames: Annotated[float, typer.Option(help="fail a clip with a person in fewer of its "
                                                           "frames")] = 0.5,
     max_clips_per_video: Annotated[int, typer.Option(help="at most this many clips per video; 0 = all")] = 0,
+    max_padding: Annotated[float, typer.Option(
+        help="do not write clips whose crop is more than this fraction padding outside the video frame "
+             "in some frame (counted in the summary)")] = MAX_PADDING,
     samples_per_shard: Annotated[int, typer.Option(help="samples per shard (= per task); 0 = auto")] = 0,
     workers: Annotated[int, typer.Option(help="Ray workers")] = 2,
     address: Annotated[str | None, typer.Option(help="join this Ray cluster ('auto' or HOST:6379)")] = None,
@@ -40,7 +44,7 @@ def render_human(
         cfg = HumanConfig(frames=frames, stride=stride, resolution=resolution,
                           samples_per_shard=samples_per_shard, crop_margin=crop_margin,
                           min_person_frames=min_person_frames, max_clips_per_video=max_clips_per_video,
-                          timeout_s=timeout).validate()
+                          max_padding=max_padding, timeout_s=timeout).validate()
     except ConfigError as e:
         raise UserError(str(e)) from None
     check_writable(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.config import ConfigError, _ConfigDict
+from schemas.config import MAX_PADDING, ConfigError, _ConfigDict
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class HumanConfig(_ConfigDict):
     min_crop_px: int = 64            # smallest crop side in source pixels
     min_person_frames: float = 0.5   # a clip with a person in fewer of its frames fails ("no person")
     max_clips_per_video: int = 0     # 0 = every window of the video
+    max_padding: float = MAX_PADDING  # a clip whose crop is more padding than this (some frame) is not written
     timeout_s: float = 600.0
 
     def validate(self) -> HumanConfig:
@@ -33,5 +34,6 @@ class HumanConfig(_ConfigDict):
         check(self.min_crop_px >= 8, "--min-crop must be >= 8 pixels")
         check(0.0 < self.min_person_frames <= 1.0, "--min-person-frames must be in (0, 1]")
         check(self.max_clips_per_video >= 0, "--max-clips-per-video must be >= 0")
+        check(0.0 <= self.max_padding <= 1.0, f"--max-padding must be in 0..1, got {self.max_padding}")
         check(self.timeout_s > 0, "--timeout must be > 0 seconds")
         return self

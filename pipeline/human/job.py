@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pipeline.crop import TooMuchPadding
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.shard_task import Skipped, WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.human import clip as human_clip
 from pipeline.human.config import HumanConfig
@@ -62,8 +63,11 @@ def render_human_item(item: WorkItem, options: dict) -> list[dict]:
         for w in wins:
             human_clip.require_person(w, [kps(i, frames[i]) for i in w], cfg)
             ref = _pick_reference(w, n, frames, kps)
-            samples.append(human_clip.build_sample(w, frames, lambda i: kps(i, frames[i]), masks, ref, K_cv,
-                                                   cfg, keypoint_source(src)))
+            try:
+                samples.append(human_clip.build_sample(w, frames, lambda i: kps(i, frames[i]), masks, ref, K_cv,
+                                                       cfg, keypoint_source(src)))
+            except TooMuchPadding as e:  # --max-padding: not written, counted in the summary
+                samples.append(Skipped(e.reason))
         return samples
     finally:
         kps.close()

@@ -28,7 +28,12 @@ def chaos_step(item, options):
         node = ray.get_runtime_context().get_node_id()
         (Path(options["chaos_dir"]) / f"{item.key}.{node}.{os.getpid()}.start").write_text("")
         time.sleep(float(action.split(":")[1]))
-    return objaverse_step(item, options)
+    samples = objaverse_step(item, options)
+    if action == "skip-first":  # the step refuses its first sample (as render-hoi does with --max-padding)
+        from pipeline.engine.shard_task import Skipped
+
+        samples[0] = Skipped("refused by the test")
+    return samples
 
 
 def _await_kill(key: str, times: int, folder: Path) -> None:

@@ -46,6 +46,24 @@ def test_attrs_round_trip_and_version_check():
         StoreLayout.from_attrs(attrs)
 
 
+def test_v3_objaverse_stores_are_read_v3_camera_stores_refused_with_how_to_remake():
+    """Schema v4 adds ``valid`` (hoi, human) and ``hand_inside`` (hoi). An Objaverse store of v3 has
+    the same contract and is read; a v3 hoi / human store may hold unmarked black padding (and
+    ARCTIC's wrong lid), so it is refused with one line naming the command that remakes it."""
+    obj = _layout()
+    assert StoreLayout.from_attrs(obj.to_attrs() | {"schema_version": 3}) == obj
+    for kind, layers, cmd in (("hoi", LAYER_NAMES, "render-hoi"), ("human", (), "render-human")):
+        attrs = _layout(kind=kind, layers=layers).to_attrs() | {"schema_version": 3}
+        with pytest.raises(SchemaError, match=f"version 3 .*no validity mask.*remake it with this version's {cmd}") as e:
+            StoreLayout.from_attrs(attrs)
+        assert "\n" not in str(e.value)
+    names = {k: {a.name for a in _layout(kind=k, layers=LAYER_NAMES if k == "hoi" else ()).arrays}
+             for k in ("objaverse", "hoi", "human")}
+    assert "valid" in names["hoi"] and "valid" in names["human"] and "valid" not in names["objaverse"]
+    assert "hand_inside" in names["hoi"] and "hand_inside" not in names["human"]
+    assert _layout(kind="human", layers=()).sample_shape("valid") == (3, 16, 16)
+
+
 def test_hoi_layout_has_hand_arrays_objaverse_does_not():
     hoi = _layout(kind="hoi", layers=LAYER_NAMES)
     names = {a.name for a in hoi.arrays}

@@ -63,6 +63,7 @@ def _disc_sample(layout: StoreLayout, rng: np.random.Generator) -> dict:
         "mano_pose": np.zeros((T, 2, 48), np.float32), "mano_betas": np.zeros((2, 10), np.float32),
         "mano_trans": np.zeros((T, 2, 3), np.float32), "hand_valid": np.ones((T, 2), bool),
         "joints_3d": np.zeros((T, 2, 21, 3), np.float32), "joints_2d": np.zeros((T, 2, 21, 2), np.float32),
+        "valid": np.ones((T, R, R), bool), "hand_inside": np.ones((T, 2), np.float32),
     }
     # arrays the contract gains later default to zeros of their contract shape
     return {a.name: s[a.name] if a.name in s else np.zeros(layout.sample_shape(a.name), a.dtype)

@@ -11,29 +11,22 @@
   * ``raw_seqs/<sid>/<seq>.object.npy`` [F,7]: articulation (radians), global axis-angle (3),
     translation (3) in **millimetres** (``processing.forward_gt_world`` divides by 1000).
   * ``meta/object_vtemplates/<obj>/mesh.obj`` (vertices in **millimetres**; ``object_tensors.py
-    construct_obj_tensors`` divides by 1000) + ``parts.json`` (per vertex: 1 top, 0 bottom);
-    ``<obj>`` = the sequence name up to the first ``_``. The toolkit's object model
-    (``common/object_tensors.py ObjectTensors.forward_7d_batch``): top vertices turned by
-    ``axis_angle(z_axis * arti)`` with ``z_axis = [0, 0, -1]`` -- i.e. about **-z** of the
-    object frame, through its origin -- then every vertex by the global rotation, plus the
-    translation. ``mesh_tex.obj`` (textured, same canonical space) is used for reference views
+    construct_obj_tensors`` divides by 1000) + ``parts.json`` (per vertex; the toolkit's code
+    articulates the vertices whose value is **0**, its docs say "1 for top": the code is followed,
+    see ``arctic_object.py``); ``<obj>`` = the sequence name up to the first ``_``. The toolkit's
+    object model (``common/object_tensors.py ObjectTensors.forward_7d_batch``): the articulated
+    ("top") vertices turned by ``axis_angle(z_axis * arti)`` with ``z_axis = [0, 0, -1]`` -- i.e.
+    about **-z** of the object frame, through its origin -- then every vertex by the global
+    rotation, plus the translation. ``mesh_tex.obj`` (textured, same canonical space) is used for reference views
     and points when present (millimetres; the unit rides in ``object_poses`` as a uniform scale), else ``mesh.obj``.
-  * ``meta/misc.json`` per subject: ``world2cam`` [8,4,4] (metres) and ``intris_mat`` [8,3,3]
-    for the allocentric views 1..8 (index ``view - 1``), ``image_size`` [9,2] (width, height;
-    index 0 = egocentric), ``ioi_offset``: image number = mocap frame + ioi_offset
-    (``src/mesh_loaders/arctic.py construct_meshes``; ``src/datasets/arctic_dataset.py``:
-    ``vidx = image_idx - ioi_offset``).
-  * ``images/<sid>/<seq>/<view>/<image:05d>.jpg``: full-resolution images. Allocentric views are
-    projected with ``intris_mat`` alone (``processing.forward_project2d``), i.e. undistorted
-    pinhole; pixel centres at integer coordinates (no +0.5 anywhere in the toolkit), which is
-    ``ClipData.K``'s OpenCV convention, taken as is. Without ``images/`` for a view,
-    ``cropped_images/`` (same names) are read: ``scripts_data/crop_images.py`` cut each frame to
-    the square ``bbox`` of ``processed_seqs`` (cx, cy, scale x 1.5 x 200 px, PIL crop) and resized
-    it to 1000 x 1000; each crop is put back in its full frame (black outside, ``K`` unchanged).
+  * cameras, image numbering and files, ``cropped_images/``, the egocentric view's lens: see
+    ``arctic_views.py`` (``meta/misc.json`` ``world2cam``/``intris_mat`` for views 1..8,
+    ``raw_seqs/<sid>/<seq>.egocam.dist.npy`` for the moving view 0, image number = mocap frame +
+    ``ioi_offset``, pixel centres at integers: ``ClipData.K``'s OpenCV convention as is);
   * ``splits_json/protocol_<p>.json`` (``src/arctic/split.py``): ``--split p1-train|p1-val|
-    p1-test`` picks the sequences (train = listed train minus val/test), views 1..8 and, as
-    ``glob_fnames`` does, image numbers 10 .. n_frames-11 (the first/last 10 may be black);
-    ``p2-*`` (egocentric view 0) is not supported yet. Without a split every image is used.
+    p1-test`` picks the sequences (train = listed train minus val/test), views 1..8;
+    ``p2-*`` the same sequences' egocentric view 0; and, as ``glob_fnames`` does, image numbers
+    10 .. n_frames-11 (the first/last 10 may be black). Without a split every image is used.
   * optional joint labels: ``processed_seqs/<sid>/<seq>.npy`` -- the output of the toolkit's
     ``scripts_data/process_seqs.py`` (``outputs/processed/seqs``): ``cam_coord`` ``joints.right``
     / ``joints.left`` [F,10,21,3] metres per view (0 ego, 1..8 allocentric, 9 ego distorted),
@@ -42,14 +35,39 @@
     ``ClipData.joints_label``; the five tips are NaN (manopth takes other tip vertices: 745,
     317, 444/445, 556, 673), so the check compares the 16 skeleton joints.
 
-One item = (subject, sequence, allocentric view 1..8), key/locator ``<sid>/<seq>/<view>``. Not
-supported yet: the egocentric view 0 (moving ``egocam.dist.npy`` camera, distorted images).
-Frames = mocap frames; a window needs all its images. Both hands are fitted in every frame
+One item = (subject, sequence, view 0..8), key/locator ``<sid>/<seq>/<view>``. View 0 is the
+egocentric camera: its world -> camera pose changes every frame (the hands and the object are put
+in each frame's camera) and its frames are undistorted (``arctic_views``); ``ClipData.image_valid``
+marks the pixels a frame holds (undistorted corners the lens did not record; the outside of a
+``cropped_images`` crop). Frames = mocap frames; a window needs all its images. Both hands are fitted in every frame
 (``valid`` all True). ``fix_left_shapedirs`` False: build_mano_aa loads MANO_LEFT as shipped.
 
 Object layer (``ClipData.object_parts``): the whole articulated object, the ``bottom`` and
 ``top`` parts of ``mesh.obj`` posed per frame; ``object_mesh``/``object_poses`` = the object at
 rest (articulation 0), for reference views, points and obj_rot/obj_trans.
+
+Conventions and where they come from (github.com/zc-alexfan/arctic at 49f3eb4, file Lline; the
+code made the dataset, so where docs and code disagree the code is followed; pinned by
+tests/pipeline/hoi/test_arctic.py and test_arctic_toolkit.py against the toolkit's own formulas):
+  * articulation: the vertices whose ``parts.json`` value is 0 turn (``common/object_tensors.py``
+    L172, L249, L102-104; the docs, ``docs/data/data_doc.md`` L53, say "1 for top": not followed),
+    about the object's -z axis (L73, L292), before the global rotation (L88-99);
+  * units: ``mesh.obj`` and ``.object.npy`` translations in mm (object_tensors.py L278,
+    ``src/arctic/processing.py`` L215); MANO ``trans`` and ``misc.json`` ``world2cam`` in metres;
+  * image numbering: image = mocap frame + ``ioi_offset`` (``src/mesh_loaders/arctic.py`` L105-110,
+    ``src/datasets/arctic_dataset.py`` L40); splits keep images 10..n-11 (``src/arctic/split.py`` L83-87);
+  * cameras: OpenCV frame, ``world2cam @ [p, 1]`` (``common/transforms.py`` L288-313), pixels
+    ``K p / z`` with no half-pixel term (L316-329): principal point at pixel centres = integers;
+    allocentric views undistorted pinhole (``processing.py`` L274-280); the egocentric view 0 moves
+    (``egocam.dist.npy``, ``src/arctic/preprocess_dataset.py`` L108-119) and is recorded through an
+    8-coefficient OpenCV rational lens (``transforms.py`` L82-111, "view 9" = distorted,
+    ``processing.py`` L252-262): undistorted here (``arctic_views``, ``pipeline/lens.py``);
+  * MANO: ``smplx.MANO(use_pca=False, flat_hand_mean=False)`` (``common/body_models.py`` L128-135),
+    called with ``global_orient=rot, hand_pose=pose, betas=shape, transl=trans``
+    (``processing.py`` L176-190): ``pose`` is relative to ``hands_mean``, no PCA; one ``shape`` per
+    sequence repeated over frames (``preprocess_dataset.py`` L92); MANO_LEFT as smplx loads it
+    (``fix_left_shapedirs`` False); joint labels = smplx's 16 joints + tip vertices 744, 320,
+    443, 554, 671 (``docs/faq.md`` L20-21: 21 joints after the setup's smplx change).
 
 Background: per-pixel median over ``BACKGROUND_FRAMES`` frames spread over the sequence, at each
 pixel only frames where neither the object (hull of each projected part) nor a hand covers it
@@ -66,7 +84,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
@@ -75,91 +92,37 @@ from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import coverage_mask, median_reference
 from pipeline.hoi.datasets.arctic_object import MM, object_model, object_pose, split_parts, top_rotation
-from pipeline.images import read_rgb
+from pipeline.hoi.datasets.arctic_views import (  # noqa: F401  (crop_box, uncrop, image_path: the module's API)
+    ALLO_VIEWS,
+    EGO_VIEW,
+    crop_box,
+    fail,
+    image_folder,
+    image_path,
+    processed,
+    read_frame,
+    read_misc,
+    read_npy,
+    uncrop,
+    view_camera,
+)
 from pipeline.windows import frame_windows
 
-VIEWS = tuple(range(1, 9))        # allocentric views (0 = egocentric, not supported)
+VIEWS = (EGO_VIEW,) + ALLO_VIEWS   # 0 = egocentric (moving, undistorted here), 1..8 allocentric
+SPLIT_VIEWS = {"p1": ALLO_VIEWS, "p1a": ALLO_VIEWS, "p2": (EGO_VIEW,), "p2a": (EGO_VIEW,)}  # split.py L60-75
 BACKGROUND_FRAMES = 9
 HAND_RADIUS = 0.2                  # m, background mask around each wrist guess (no joints)
 HAND_PAD, OBJECT_PAD = 0.03, 0.005  # m, background mask around the hand joints / the object
 MANO_WRIST = {"right": np.array([0.0957, 0.0064, 0.0062]), "left": np.array([-0.0957, 0.0064, 0.0062])}
 TIP_POSITIONS = (4, 8, 12, 16, 20)  # fingertips in the DexYCB 21-joint order
 EDGE_IMAGES = 10                   # split.py: the first/last 10 images "may be entirely black"
-CROP_PX = 1000                     # crop_images.py: allocentric crops are resized to 1000 x 1000
-
-
-def _fail(msg: str, error=UserError):
-    return UserError(f"ARCTIC layout: {msg}") if error is UserError else StepFailed("load", msg)
-
-
-def _npy(path: Path, error=UserError):
-    """A .npy file (pickled dicts allowed, as the toolkit writes them)."""
-    try:
-        data = np.load(path, allow_pickle=True)
-    except FileNotFoundError:
-        raise _fail(f"{path} is missing", error) from None
-    except Exception as e:  # noqa: BLE001
-        raise _fail(f"{path} is unreadable ({type(e).__name__})", error) from None
-    return data.item() if data.dtype == object and data.shape == () else data
-
-
-@functools.lru_cache(maxsize=4)
-def read_misc(root: str) -> dict:
-    path = Path(root) / "meta" / "misc.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _fail(f"{path} is missing") from None
-    except ValueError as e:
-        raise _fail(f"{path} is not valid JSON ({e})") from None
-
-
-def camera(misc: dict, sid: str, view: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int], int]:
-    """(world2cam [4,4] m, K [3,3], (width, height), ioi_offset) of allocentric ``view`` (1..8)."""
-    try:
-        m = misc[sid]
-        return (np.asarray(m["world2cam"], np.float64)[view - 1], np.asarray(m["intris_mat"], np.float64)[view - 1],
-                tuple(int(x) for x in m["image_size"][view]), int(m["ioi_offset"]))
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        raise StepFailed("load", f"meta/misc.json has no usable camera {view} for {sid} ({type(e).__name__}: {e})") from None
-
-
-def image_path(root: Path, sid: str, seq: str, view: int, frame: int, ioi_offset: int, folder="images") -> Path:
-    """The image of mocap ``frame``: number = frame + ioi_offset (mesh_loaders/arctic.py);
-    ``folder`` "images" (full frames) or "cropped_images" (same names)."""
-    return Path(root) / folder / sid / seq / str(view) / f"{frame + ioi_offset:05d}.jpg"
-
-
-def image_folder(root: Path, sid: str, seq: str, view: int) -> str | None:
-    """"images" when the full frames of the view are there, else "cropped_images", else None."""
-    for folder in ("images", "cropped_images"):
-        if (Path(root) / folder / sid / seq / str(view)).is_dir():
-            return folder
-    return None
-
-
-def crop_box(bbox: np.ndarray) -> tuple[int, int, int, int]:
-    """scripts_data/crop_images.py: processed ``bbox`` (cx, cy, scale) -> the PIL crop box of the
-    cropped image (scale x 1.5 x 200 px square, corners rounded as PIL's crop does); the crop is
-    then resized to ``CROP_PX`` square."""
-    cx, cy, dim = float(bbox[0]), float(bbox[1]), float(bbox[2]) * 1.5 * 200
-    return tuple(int(round(x)) for x in (cx - dim / 2, cy - dim / 2, cx + dim / 2, cy + dim / 2))
-
-
-def uncrop(crop: np.ndarray, box: tuple[int, int, int, int], W: int, H: int) -> tuple[np.ndarray, np.ndarray]:
-    """A cropped image put back in its full frame: (uint8 [H,W,3], inside bool [H,W]); black outside."""
-    x0, y0, x1, y1 = box
-    canvas, inside = Image.new("RGB", (W, H)), Image.new("L", (W, H))
-    canvas.paste(Image.fromarray(crop).resize((x1 - x0, y1 - y0), Image.BICUBIC), (x0, y0))
-    inside.paste(255, (x0, y0, x1, y1))
-    return np.asarray(canvas), np.asarray(inside) > 0
 
 
 @functools.lru_cache(maxsize=4)
 def _sequence(folder: str, seq: str) -> tuple[dict, np.ndarray]:
     """(mano dict, object params [F,7] float64) of one raw sequence (cached: windows of an item)."""
-    mano = _npy(Path(folder) / f"{seq}.mano.npy", StepFailed)
-    obj = np.asarray(_npy(Path(folder) / f"{seq}.object.npy", StepFailed), np.float64)
+    mano = read_npy(Path(folder) / f"{seq}.mano.npy", StepFailed)
+    obj = np.asarray(read_npy(Path(folder) / f"{seq}.object.npy", StepFailed), np.float64)
     if not isinstance(mano, dict) or not {"left", "right"} <= set(mano):
         raise StepFailed("load", f"{seq}.mano.npy is not a dict with 'right' and 'left'")
     if obj.ndim != 2 or obj.shape[1] != 7:
@@ -173,60 +136,47 @@ def _sequence(folder: str, seq: str) -> tuple[dict, np.ndarray]:
     return mano, obj
 
 
-@functools.lru_cache(maxsize=2)
-def _processed(path: str) -> dict[str, np.ndarray]:
-    """A processed sequence: side -> [F,10,21,3] float32 camera-frame joints; "bbox" [F,9,3] (cached)."""
-    data = _npy(Path(path), StepFailed)
-    cam = data.get("cam_coord", {})
-    try:
-        out = {s: np.asarray(cam[f"joints.{s}"], np.float32) for s in ("left", "right")}
-    except KeyError as e:
-        raise StepFailed("load", f"{path}: cam_coord has no {e}") from None
-    if "bbox" in data:
-        out["bbox"] = np.asarray(data["bbox"], np.float64)
-    return out
-
-
-def _split(root: Path, name: str | None) -> set[str] | None:
-    """Sequences ("s01/box_grab_01") of an official split ``p1-train`` etc. (src/arctic/split.py)."""
+def _split(root: Path, name: str | None) -> tuple[set[str], tuple[int, ...]] | None:
+    """(sequences "s01/box_grab_01", views) of an official split ``p1-train`` etc. (src/arctic/split.py:
+    train = every listed sequence not in val/test, L47; protocol 1 = views 1..8, protocol 2 = the
+    egocentric view 0, L60-75)."""
     if name is None:
         return None
     proto, _, part = name.replace("_", "-").partition("-")
-    if proto not in ("p1", "p1a", "p2", "p2a") or part not in ("train", "val", "test"):
-        raise UserError(f"--split must be p1-train, p1-val, p1-test (or p1a-*), got {name!r}")
-    if proto.startswith("p2"):
-        raise UserError(f"--split {name}: protocol 2 uses the egocentric view 0, which is not supported yet")
+    if proto not in SPLIT_VIEWS or part not in ("train", "val", "test"):
+        raise UserError(f"--split must be p1-train, p1-val, p1-test, p2-train, p2-val, p2-test (or p1a-*, p2a-*), "
+                        f"got {name!r}")
     path = root / "splits_json" / f"protocol_{proto}.json"
     try:
         js = json.loads(path.read_text())
         val, test = list(js["val"]), list(js["test"])
-        seqs = {"train": [s for s in js["train"] if s not in set(val + test)], "val": val, "test": test}[part]
+        seqs = {"train": [s for s in js["train"] + val + test if s not in set(val + test)], "val": val,
+                "test": test}[part]
     except FileNotFoundError:
         raise UserError(f"--split {name}: {path} is missing") from None
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"--split {name}: {path} is not a train/val/test JSON ({type(e).__name__})") from None
-    return set(seqs)
+    return set(seqs), SPLIT_VIEWS[proto]
 
 
 class ArcticAdapter:
     name = "arctic"
-    fix_left_shapedirs = False  # build_mano_aa: smplx.MANO loads MANO_LEFT as shipped
+    fix_left_shapedirs = False  # build_mano_aa (body_models.py L128-135): smplx.MANO loads MANO_LEFT as shipped
 
     def __init__(self):
         self.skipped_windows = 0
 
     # -- driver side ---------------------------------------------------------------------
     def list_items(self, root: Path, selection: dict) -> list[WorkItem]:
-        """Items of the selection: ``split`` first, then ``subjects`` (s01..), ``sequences``
-        (box_grab_01 or a suffix), ``cameras`` (views "1".."8") narrow it."""
+        """Items of the selection: ``split`` first (its sequences and views), then ``subjects``
+        (s01..), ``sequences`` (box_grab_01 or a suffix), ``cameras`` (views "0".."8") narrow it."""
         root = Path(root)
         if not (root / "raw_seqs").is_dir() or not (root / "meta").is_dir():
             raise UserError(f"--root {root} is not an ARCTIC root (arctic_data/data with raw_seqs/, meta/, images/)")
         misc = read_misc(str(root))
         cams = selection.get("cameras")
-        if cams and any(str(c) == "0" for c in cams):
-            raise UserError("--cameras 0: the egocentric view is not supported yet (allocentric views 1..8)")
-        in_split = _split(root, selection.get("split"))
+        split = _split(root, selection.get("split"))
+        in_split, split_views = split if split is not None else (None, VIEWS)
         subjects = _pick(sorted(p.name for p in (root / "raw_seqs").iterdir() if p.is_dir()), selection.get("subjects"))
         if not subjects:
             raise UserError(f"--subjects {selection.get('subjects')} matches no folder of {root / 'raw_seqs'}")
@@ -239,7 +189,7 @@ class ArcticAdapter:
             if in_split is not None:
                 seqs = [s for s in seqs if f"{sid}/{s}" in in_split]
             for seq in _pick(seqs, selection.get("sequences")):
-                views = [str(v) for v in VIEWS if image_folder(root, sid, seq, v)]
+                views = [str(v) for v in split_views if image_folder(root, sid, seq, v)]
                 for view in _pick(views, cams):
                     n = len(self._windows(root, sid, seq, int(view), T, stride, in_split is not None, UserError))
                     if n:
@@ -254,15 +204,19 @@ class ArcticAdapter:
                  error=StepFailed) -> list[list[int]]:
         """Windows over the mocap frames whose images all exist; with a split, only image numbers
         in [EDGE_IMAGES, n_frames - EDGE_IMAGES), as split.py glob_fnames takes them."""
-        n = len(_npy(root / "raw_seqs" / sid / f"{seq}.object.npy", error))
+        n = len(read_npy(root / "raw_seqs" / sid / f"{seq}.object.npy", error))
         try:
             off = int(read_misc(str(root))[sid]["ioi_offset"])
         except (KeyError, TypeError, ValueError):
-            raise _fail(f"meta/misc.json has no integer ioi_offset for {sid}", error) from None
+            raise fail(f"meta/misc.json has no integer ioi_offset for {sid}", error) from None
         source = image_folder(root, sid, seq, view)
-        if source == "cropped_images" and not (root / "processed_seqs" / sid / f"{seq}.npy").is_file():
-            raise _fail(f"{sid}/{seq} view {view} has only cropped_images: their crop boxes are in "
-                        f"processed_seqs/{sid}/{seq}.npy (scripts_data/process_seqs.py), which is missing", error)
+        if source == "cropped_images" and view != EGO_VIEW and \
+                not (root / "processed_seqs" / sid / f"{seq}.npy").is_file():
+            raise fail(f"{sid}/{seq} view {view} has only cropped_images: their crop boxes are in "
+                       f"processed_seqs/{sid}/{seq}.npy (scripts_data/process_seqs.py), which is missing", error)
+        if view == EGO_VIEW and not (root / "raw_seqs" / sid / f"{seq}.egocam.dist.npy").is_file():
+            raise fail(f"{sid}/{seq} view 0 (egocentric) needs raw_seqs/{sid}/{seq}.egocam.dist.npy, which is "
+                       "missing (or leave out camera 0: --cameras 1 ... 8)", error)
         folder = root / str(source) / sid / seq / str(view)
         have = {p.name for p in folder.glob("*.jpg")} if source else set()
         lo, hi = (EDGE_IMAGES, n - EDGE_IMAGES) if in_split else (-np.inf, np.inf)
@@ -278,31 +232,17 @@ class ArcticAdapter:
     def _sequence(self, root: Path, sid: str, seq: str) -> tuple[dict, np.ndarray]:
         return _sequence(str(root / "raw_seqs" / sid), seq)
 
-    def _frame(self, root: Path, sid: str, seq: str, view: int, f: int, off: int, W: int, H: int):
-        """(uint8 [H,W,3] full frame, inside bool [H,W]: pixels the file covers) of mocap frame f."""
-        source = image_folder(root, sid, seq, view)
-        img = self._image(image_path(root, sid, seq, view, f, off, source or "images"))
-        if source != "cropped_images":
-            if img.shape[:2] != (H, W):
-                raise StepFailed("load", f"images are {img.shape[1]}x{img.shape[0]}, misc.json says {W}x{H}")
-            return img, np.ones((H, W), bool)
-        bbox = _processed(str(root / "processed_seqs" / sid / f"{seq}.npy")).get("bbox")
-        if bbox is None:
-            raise StepFailed("load", f"processed_seqs/{sid}/{seq}.npy has no bbox (needed by cropped_images)")
-        return uncrop(img, crop_box(bbox[f, view]), W, H)
-
-    def _image(self, path: Path) -> np.ndarray:
-        return read_rgb(path)
-
     def load_clip(self, root: Path, item: WorkItem, frame_ids: list[int], hand_models: dict) -> ClipData:
         from pipeline.hands.model import transform_mano
 
         root = Path(root)
         sid, seq, view = item.locator.split("/")
-        world2cam, K, (W, H), off = camera(read_misc(str(root)), sid, int(view))
         mano, obj = self._sequence(root, sid, seq)
+        cam = view_camera(root, sid, seq, int(view), len(obj))
         ids = np.asarray(frame_ids)
-        images = np.stack([self._frame(root, sid, seq, int(view), int(f), off, W, H)[0] for f in ids])
+        world2cam = cam.world2cam[ids]                                  # [T,4,4]: the ego camera moves
+        frames = [read_frame(root, sid, seq, int(view), int(f), cam) for f in ids]
+        images, seen = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
         hands = {}
         for side in ("left", "right"):
             d, model = mano[side], hand_models[side]
@@ -323,19 +263,21 @@ class ArcticAdapter:
         # the template file is in millimetres: its poses carry the unit as a uniform scale
         # (adapter.py: ``object_poses`` may scale; ``obj_scale`` is then metres per canonical unit)
         file_to_cam = rest @ np.diag([1 / MM, 1 / MM, 1 / MM, 1.0])
-        return ClipData(key=item.key, frame_ids=[int(i) for i in ids], images=images, K=K, hands=hands,
+        return ClipData(key=item.key, frame_ids=[int(i) for i in ids], images=images, K=cam.K, hands=hands,
                         object_mesh=tex if tex.is_file() else folder / "mesh.obj", object_poses=file_to_cam,
                         object_valid=np.ones(len(ids), bool), object_uid=folder.name,
                         extras={"object": folder.name, "articulation": arti}, object_parts=parts,
-                        joints_label=self._joints(root, sid, seq, int(view), ids))
+                        joints_label=self._joints(root, sid, seq, int(view), ids),
+                        image_valid=None if seen.all() else seen)
 
     def _joints(self, root: Path, sid: str, seq: str, view: int, ids: np.ndarray) -> dict | None:
-        """side -> [T,21,3] DexYCB-ordered labels from processed_seqs (tips NaN); None without the file."""
+        """side -> [T,21,3] DexYCB-ordered labels from processed_seqs (view 0: the undistorted ego
+        camera, processing.py L242-244; tips NaN); None without the file."""
         path = root / "processed_seqs" / sid / f"{seq}.npy"
         if not path.is_file():
             return None
         out = {}
-        joints = _processed(str(path))
+        joints = processed(str(path))
         for side in ("left", "right"):
             j = np.asarray(joints[side][ids, view], np.float64)[:, list(JOINT21_ORDER)]
             j[:, list(TIP_POSITIONS)] = np.nan
@@ -343,25 +285,30 @@ class ArcticAdapter:
         return out
 
     def background(self, root: Path, item: WorkItem) -> np.ndarray:
+        """Masked median of ``BACKGROUND_FRAMES`` frames (module doc); the moving egocentric camera
+        sees a different picture each frame, so its reference is the one candidate frame with the
+        least hand/object cover, covered pixels copying the nearest uncovered one."""
         root = Path(root)
         sid, seq, view = item.locator.split("/")
-        world2cam, K, (W, H), off = camera(read_misc(str(root)), sid, int(view))
         mano, obj = self._sequence(root, sid, seq)
+        cam = view_camera(root, sid, seq, int(view), len(obj))
+        (W, H), K = cam.size, cam.K
         source = image_folder(root, sid, seq, int(view)) or "images"
-        have = [f for f in range(len(obj)) if image_path(root, sid, seq, int(view), f, off, source).is_file()]
+        have = [f for f in range(len(obj)) if image_path(root, sid, seq, int(view), f, cam.ioi_offset, source).is_file()]
         if not have:
             raise StepFailed("load", f"no images for {item.key}")
         pick = np.unique(np.linspace(0, len(have) - 1, min(len(have), BACKGROUND_FRAMES)).round().astype(int))
         ids = [have[i] for i in pick]
-        imgs, inside = (np.stack(x) for x in zip(*(self._frame(root, sid, seq, int(view), f, off, W, H) for f in ids),
+        imgs, inside = (np.stack(x) for x in zip(*(read_frame(root, sid, seq, int(view), f, cam) for f in ids),
                                                   strict=True))
         v, _, top = object_model(str(root / "meta" / "object_vtemplates" / seq.split("_")[0]))
         P, arti = object_pose(obj[ids])
         labels = root / "processed_seqs" / sid / f"{seq}.npy"
-        labels = _processed(str(labels)) if labels.is_file() else None
+        labels = processed(str(labels)) if labels.is_file() else None
         keep = []
         for k, fr in enumerate(ids):
-            rest = world2cam @ P[k]
+            w2c = cam.world2cam[fr]
+            rest = w2c @ P[k]
             groups = [(v[sel] @ M[:3, :3].T + M[:3, 3], OBJECT_PAD)
                       for sel, M in ((~top, rest), (top, rest @ top_rotation(arti[k])))]
             for side in ("left", "right"):
@@ -370,7 +317,10 @@ class ArcticAdapter:
                     continue
                 t = np.asarray(mano[side]["trans"], np.float64)[fr]
                 for c in (t, t + MANO_WRIST[side]):  # both wrist guesses, a hand's reach around each
-                    groups.append(((world2cam[:3, :3] @ c + world2cam[:3, 3])[None], HAND_RADIUS))
+                    groups.append(((w2c[:3, :3] @ c + w2c[:3, 3])[None], HAND_RADIUS))
             keep.append(inside[k] & ~coverage_mask(groups, K, W, H))
         keep = np.stack(keep)
+        if int(view) == EGO_VIEW:
+            best = int(np.argmax(keep.reshape(len(keep), -1).sum(axis=1)))
+            imgs, keep = imgs[best:best + 1], keep[best:best + 1]
         return median_reference(imgs, keep)

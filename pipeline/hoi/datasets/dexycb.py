@@ -28,6 +28,27 @@ Selection: ``split`` (official s0..s3 train/val/test, ``dexycb_splits``), then `
 fewer than that fraction of frames have an annotated hand (``pose.npz`` ``pose_m`` not all
 zero) are skipped. Principal point: ``ppx``/``ppy`` are RealSense pixel coordinates where
 pixel i's centre is at i -- the OpenCV convention ``ClipData.K`` uses, taken as is.
+
+Conventions and where they come from (github.com/NVlabs/dex-ycb-toolkit at 64551b0, file Lline;
+pinned by tests/pipeline/hoi/test_dexycb.py against the toolkit's formulas):
+  * MANO: ``ManoLayer(flat_hand_mean=False, ncomps=45, use_pca=True)`` (``layers/mano_layer.py``
+    L27-31): ``pose_m[:48]`` = 3 global axis-angle + 45 PCA coefficients, absolute finger pose =
+    ``hands_mean + pca @ hands_components`` (manopth ``manolayer.py`` L152-164); ``pose_m[48:51]``
+    = translation in metres (``layers/mano_group_layer.py`` L87-90), manopth's millimetres divided
+    by 1000 (mano_layer.py L54-56); all-zero ``pose_m`` = no hand (``sequence_loader.py`` L211,
+    L268); side = ``meta.yml`` ``mano_sides``, betas = ``calibration/mano_<calib>/mano.yml``
+    (``dex_ycb.py`` L227-233); MANO_LEFT as manopth loads it (``fix_left_shapedirs`` False);
+    joints: manopth's 21 (tips 745, 317, 444 | 445 left, 556, 673; manolayer.py L271-281);
+  * units: metres (YCB ``textured_simple.obj``, ``pose_y`` translations, MANO after /1000), depth
+    in mm (``sequence_loader.py`` L319);
+  * image numbering: ``color_{:06d}.jpg`` / ``labels_{:06d}.npz``, frames 0..num_frames-1
+    (``dex_ycb.py`` L115-117, L218; ``sequence_loader.py`` L251-252, L295-296);
+  * cameras: labels' ``pose_y`` [n,3,4] and ``pose_m`` are in the camera's OpenCV frame (the
+    toolkit flips rows 1-2 to draw them in OpenGL: ``examples/render_sequence.py`` L156-158); K =
+    ``[[fx,0,ppx],[0,fy,ppy],[0,0,1]]`` (``sequence_loader.py`` L69-82), pixel i's centre at i
+    (the toolkit deprojects the integer pixel grid, L110-119; its pyrender demo
+    ``render_sequence.py`` L82-87 passes ppx to pyrender unchanged, a half-pixel shift of a
+    visualisation, not followed); no distortion model anywhere (640x480 aligned color).
 """
 
 from __future__ import annotations

@@ -39,6 +39,22 @@ Conventions (each converted here into ClipData's: OpenCV camera frame, metres, a
   * every frame is annotated (both hands, both objects); TACO ships no 3D joint labels,
     so ``joints_label`` is None. Non-finite values mark a frame not valid.
 
+Where each convention comes from (github.com/leolyliu/TACO-Instructions at c06f82c, file Lline;
+pinned by tests/pipeline/hoi/test_taco.py against the toolkit's formulas and a port of its manopth):
+  * MANO: ``ManoLayer(use_pca=False, ncomps=45, side, center_idx=0)``
+    (``dataset_utils/hand_pose_loader.py`` L33) with manopth's default ``flat_hand_mean=True``
+    (``manopth/manolayer.py`` L21, L105-106): the 48 numbers are absolute; called without
+    ``th_trans`` (L61), so joints and vertices are centred on the wrist (manolayer.py L283-287),
+    then /1000 and ``+ hand_trans`` (L62-65); betas from ``<side>_hand_shape.pkl``, zeros when
+    absent (L10-16); MANO_LEFT as manopth loads it;
+  * frame numbering: the pickle's keys sorted (L41-45), the i-th key = frame i of the object poses
+    and of the videos read in order (``video_utils.py`` L25-40 ``mp42imgs``);
+  * units: ``<id>_cm.obj`` in centimetres, ``vertices *= 0.01`` (``visualization.py`` L91-94);
+    object poses [N,4,4] and hand translations in metres;
+  * cameras: ``calibration.json`` ``K``, ``R``, ``T`` with ``x_cam = R x + T`` and pixels
+    ``K x_cam / z``, OpenCV frame, no half-pixel term, no distortion model
+    (``visualize_world_coordinate_system.py`` L25-29, L37-39).
+
 Object layer (see ``schemas/store.py``): both manipulated objects, one rigid ``ObjectPart``
 each (``tool_<id>``, ``target_<id>``); ``object_mesh`` / ``object_poses`` (reference views,
 points, obj_rot/obj_trans/obj_scale) are the *tool*. ``object_poses`` carry the mesh unit

@@ -12,10 +12,11 @@ ARCTIC stores a capture:
     top rotation about -z by +arti is the scene's lid opening about its +z;
   * ``.egocam.dist.npy`` (a moving head camera, no distortion) and ``.smplx.npy`` (zeros: no
     body model here) for a complete layout; ``meta/misc.json`` (8 allocentric cameras, image
-    sizes, ``ioi_offset`` = ``IOI_OFFSET``), ``meta/object_vtemplates/box/`` (mesh.obj and
-    parts.json in mm, top/bottom.obj, textured mesh_tex.obj + material, object_params.json,
-    top/bottom_keypoints_300.json), ``meta/object_meta.json``, ``splits_json/protocol_p1|p2.json``
-    (a demo shorter than 20 + T frames has no frame inside the splits' 10-image margins);
+    sizes, ``ioi_offset`` = ``IOI_OFFSET``), ``meta/object_vtemplates/box/`` (mesh.obj in mm,
+    parts.json: 0 = the lid, the part the toolkit's code articulates, 1 = the base; top/bottom.obj,
+    textured mesh_tex.obj + material, object_params.json, top/bottom_keypoints_300.json),
+    ``meta/object_meta.json``, ``splits_json/protocol_p1|p2.json`` (a demo shorter than 20 + T
+    frames has no frame inside the splits' 10-image margins);
   * ``images/s01/box_grab_01/<view>/<image:05d>.jpg`` for views 0..8 at ``W`` x ``H``: image
     number = mocap frame + ``IOI_OFFSET``; images 0..IOI_OFFSET-1 are black (no mocap frame);
   * ``processed_seqs/s01/box_grab_01.npy``: what the toolkit's ``process_seqs.py`` writes for
@@ -71,7 +72,9 @@ def _write_object(meta: Path, scene, rng) -> None:
     v = (np.asarray(m.vertices) @ OBJ_FROM_SCENE[:3, :3].T) * 1000.0
     f, top = np.asarray(m.faces), scene.top_mask
     _write_obj(d / "mesh.obj", v, f)
-    (d / "parts.json").write_text(json.dumps([int(x) for x in top]))
+    # parts.json as the real dataset has it for the toolkit's code: the articulated part (the lid)
+    # is 0, the base 1 (object_tensors.py articulates parts_ids == parts + 1 == 1; its docs say the opposite)
+    (d / "parts.json").write_text(json.dumps([0 if x else 1 for x in top]))
     for name, sel in (("top", top), ("bottom", ~top)):
         keep = sel[f].all(axis=1)
         used = np.unique(f[keep])
@@ -104,6 +107,12 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     P = np.eye(4)
     P[:3, 0], P[:3, 1], P[:3, 2], P[:3, 3] = x, np.cross(z, x), z, eye
     return P
+
+
+def ego_poses(n_frames: int) -> np.ndarray:
+    """[F,4,4] camera -> scene world (OpenCV axes) of the demo's moving head camera (view 0)."""
+    return np.stack([_look_at(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
+                     for s in np.linspace(0, 1, n_frames)])
 
 
 def toolkit_joints(side: str, rot, pose, betas, trans) -> np.ndarray:
@@ -161,8 +170,7 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0, views: tuple[int, ..
     cams = scene.camera_poses(N_VIEWS)
     world2cam = np.stack([np.linalg.inv(c) @ scene_from_world for c in cams])
     K = intrinsics(W, H)
-    ego = np.stack([_look_at(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
-                    for s in np.linspace(0, 1, F)])
+    ego = ego_poses(F)
     world2ego = np.stack([np.linalg.inv(e) @ scene_from_world for e in ego])
     np.save(raw / f"{SEQ}.egocam.dist.npy", {
         "R_k_cam_np": world2ego[:, :3, :3].astype(np.float32), "T_k_cam_np": world2ego[:, :3, 3:].astype(np.float32),

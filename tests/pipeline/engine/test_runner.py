@@ -77,6 +77,24 @@ def test_worker_crash_and_hang_are_recorded_and_do_not_stop_the_run(ray_cluster,
     assert sorted(reader.key(i) for i in range(len(reader))) == ["builtin-checker_cube", "builtin-striped_mug"]
 
 
+def test_samples_a_step_skips_get_no_row_and_are_counted(ray_cluster, tmp_path):
+    """A step may return ``Skipped(reason)`` in place of a planned sample: no row is written for it,
+    readers never see it, the item stays ok and the summary counts the skipped samples by reason."""
+    job, _ = small_job(tmp_path / "s.zarr", clips_per_object=2, samples_per_shard=4)
+    job = dataclasses.replace(job, step="tests.pipeline.chaos_step:chaos_step",
+                              options={**job.options, "chaos": {"builtin-globe": "skip-first"}})
+    summary = runner.run(job, workers=1, progress=False)
+    assert summary.samples_skipped == {"refused by the test": 1} and not summary.failures
+    assert "skipped        1 samples not written: 1 x refused by the test" in summary.format()
+    reader = StoreReader(tmp_path / "s.zarr")
+    keys = [reader.key(i) for i in range(len(reader))]
+    assert len(reader) == 2 * 5 - 1 and keys.count("builtin-globe") == 1 and keys.count("builtin-checker_cube") == 2
+    # the globe's kept sample is its second clip (row): the first row was never written
+    i = keys.index("builtin-globe")
+    assert reader.row(i) % 2 == 1
+    validate_sample(reader.layout, reader.read(i))
+
+
 def test_rerun_skips_completed_shards_and_refuses_other_arguments(ray_cluster, tmp_path):
     job, _ = small_job(tmp_path / "s.zarr")
     first = runner.run(job, workers=2, progress=False)

@@ -231,8 +231,8 @@ def test_object_layer_is_the_articulated_object(arctic_store, arctic_root):
 
 # -- selection and errors -----------------------------------------------------------------------
 def test_split_takes_the_toolkits_sequences_and_images(tmp_path):
-    """split.py: train = listed train minus val/test; glob_fnames keeps image numbers
-    10 .. n_frames-11 ("the first and last 10 images may be entirely black")."""
+    """split.py: train = listed train minus val/test (L47); views by protocol (L60-75); glob_fnames
+    keeps image numbers 10 .. n_frames-11 ("the first and last 10 images may be entirely black", L83-87)."""
     import json
 
     from PIL import Image
@@ -242,15 +242,22 @@ def test_split_takes_the_toolkits_sequences_and_images(tmp_path):
         (root / "raw_seqs" / "s01").mkdir(parents=True, exist_ok=True)
         np.save(root / "raw_seqs" / "s01" / f"{seq}.mano.npy", {"right": {}, "left": {}}, allow_pickle=True)
         np.save(root / "raw_seqs" / "s01" / f"{seq}.object.npy", np.zeros((F, 7), np.float32))
-        (root / "images" / "s01" / seq / "3").mkdir(parents=True)
-        for i in range(F + off):
-            Image.new("RGB", (8, 8)).save(root / "images" / "s01" / seq / "3" / f"{i:05d}.jpg")
+        np.save(root / "raw_seqs" / "s01" / f"{seq}.egocam.dist.npy", {}, allow_pickle=True)
+        for view in ("0", "3"):
+            (root / "images" / "s01" / seq / view).mkdir(parents=True)
+            for i in range(F + off):
+                Image.new("RGB", (8, 8)).save(root / "images" / "s01" / seq / view / f"{i:05d}.jpg")
     (root / "meta").mkdir()
     (root / "meta" / "misc.json").write_text(json.dumps({"s01": {"ioi_offset": off}}))
     (root / "splits_json").mkdir()
-    (root / "splits_json" / "protocol_p1.json").write_text(json.dumps(
-        {"train": ["s01/box_use_01", "s01/box_use_02"], "val": ["s01/box_use_02"], "test": []}))
+    for proto in ("p1", "p2"):
+        (root / "splits_json" / f"protocol_{proto}.json").write_text(json.dumps(
+            {"train": ["s01/box_use_01", "s01/box_use_02"], "val": ["s01/box_use_02"], "test": []}))
     a = ArcticAdapter()
+    # split.py L60-75: protocol 1 = the allocentric views, protocol 2 = the egocentric view 0
+    assert [i.key for i in a.list_items(root, _selection(split="p2-train"))] == ["s01/box_use_01/0"]
+    assert [i.key for i in a.list_items(root, _selection())] == [f"s01/box_use_0{k}/{v}" for k in (1, 2)
+                                                                  for v in (0, 3)]
     items = a.list_items(root, _selection(split="p1-train"))
     assert [i.key for i in items] == ["s01/box_use_01/3"]
     assert a.windows(root, items[0], _selection(split="p1-train")) == [[12, 13, 14, 15]]  # images 13..16
@@ -261,8 +268,8 @@ def test_split_takes_the_toolkits_sequences_and_images(tmp_path):
 def test_selection_and_errors(arctic_root, tmp_path):
     a = ArcticAdapter()
     assert [i.key for i in a.list_items(arctic_root, _selection(cameras=["2"]))] == [f"{SID}/{SEQ}/2"]
-    for sel, msg in (({"split": "p1-train"}, "gives no clips"), ({"split": "p2-train"}, "egocentric"),
-                     ({"cameras": ["0"]}, "egocentric view is not supported"), ({"split": "s0-train"}, "p1-train"),
+    for sel, msg in (({"split": "p1-train"}, "gives no clips"), ({"split": "p2-train"}, "gives no clips"),
+                     ({"cameras": ["0"]}, "gives no clips"), ({"split": "s0-train"}, "p1-train"),
                      ({"frames": 99}, "gives no clips")):
         with pytest.raises(UserError, match=msg):
             a.list_items(arctic_root, _selection(**sel))

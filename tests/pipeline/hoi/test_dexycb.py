@@ -339,3 +339,40 @@ def test_demo_images_put_pixel_centres_where_K_says(demo_root):
                 hits[off] += [w == g for w, g in zip(want, got, strict=True)]
     rate = {off: float(np.mean(h)) for off, h in hits.items()}
     assert rate[0.0] > 0.85 and rate[0.5] < 0.7 and rate[-0.5] < 0.7, rate
+
+
+# -- MANO, from the toolkit's own layer ----------------------------------------------------------
+
+def test_pca_pose_and_translation_are_the_toolkits_mano_layer(demo_root):
+    """dex-ycb-toolkit ``layers/mano_layer.py`` L27-31: ``ManoLayer(flat_hand_mean=False, ncomps=45,
+    use_pca=True)``, called with ``pose_m[:48]`` (3 global axis-angle + 45 PCA) and trans
+    ``pose_m[48:51]`` (``mano_group_layer.py`` L87-90), output divided by 1000 (L54-56). Re-derived
+    with the tests' port of manopth: the adapter's absolute pose and trans give the same hand (our
+    smplx forward) to float precision; manopth's flat_hand_mean=True would put it off by mm."""
+    from pipeline.hands.model import hand_models
+    from tests.pipeline.hoi.manopth_port import manopth_forward
+
+    models = hand_models("stand-in")
+    adapter = DexYCBAdapter()
+    item = adapter.list_items(demo_root, _sel(cameras=[SERIALS[0]]))[0]
+    frames = [0, 1, 2, 3]
+    clip = adapter.load_clip(demo_root, item, frames, models)
+    meta = yaml.safe_load((demo_root / KEY / "meta.yml").read_text())
+    errs, flat_errs = [], []
+    for h, side in enumerate(meta["mano_sides"]):
+        betas = np.asarray(yaml.safe_load((demo_root / "calibration" / f"mano_{meta['mano_calib'][h]}" /
+                                           "mano.yml").read_text())["betas"], np.float64)
+        pose_m = []
+        for f in frames:
+            with np.load(demo_root / KEY / SERIALS[0] / f"labels_{f:06d}.npz") as z:
+                pose_m.append(z["pose_m"][h].astype(np.float64))
+        pose_m = np.stack(pose_m)
+        ok = pose_m.any(axis=1)
+        hc = clip.hands[side]
+        ours_v, ours_j = models[side].forward(hc.pose[ok], hc.betas, hc.trans[ok])
+        for flat, out in ((False, errs), (True, flat_errs)):
+            v, j = manopth_forward(models[side].arrays, side, pose_m[ok, :48], betas, pose_m[ok, 48:51],
+                                   use_pca=True, ncomps=45, flat_hand_mean=flat)
+            out.append(np.abs(ours_v - v / 1000).max())
+            out.append(np.abs(ours_j - j / 1000).max())
+    assert max(errs) < 1e-6 and min(flat_errs) > 1e-3, (errs, flat_errs)

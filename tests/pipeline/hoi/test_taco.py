@@ -164,35 +164,15 @@ def test_conventions_follow_the_toolkit(tmp_path, taco_root):
 
 def _toolkit_hand_joints(a: dict, side: str, hand_pose: np.ndarray, hand_trans: np.ndarray,
                          betas: np.ndarray) -> np.ndarray:
-    """[N,21,3] metres, world: TACO's ``mano_params_to_hand_info`` in numpy, step by step from
-    its manopth ``ManoLayer(use_pca=False, ncomps=45, side, center_idx=0)`` (flat_hand_mean=True
-    by default): full pose = [global, 0 + hand_pose[3:]], posedirs on (R - I) of the 15 joints,
-    the lev1/lev2/lev3 chain from the root, LBS, tips [745, 317, 444|445, 556, 673], manopth's
-    joint reorder, centre on joint 0 (th_trans is not passed), x1000, then /1000 + hand_trans."""
-    from scipy.spatial.transform import Rotation
+    """[N,21,3] metres, world: TACO's ``mano_params_to_hand_info`` (dataset_utils/hand_pose_loader.py
+    L33 ``ManoLayer(use_pca=False, ncomps=45, side, center_idx=0)``, manopth's default
+    flat_hand_mean=True; L61 called without th_trans, so joints are centred on joint 0; L62-65
+    /1000, + hand_trans) on the tests' port of manopth (``manopth_port.py``)."""
+    from tests.pipeline.hoi.manopth_port import manopth_forward
 
-    out = []
-    v_shaped = a["v_template"] + a["shapedirs"] @ betas
-    th_j = a["J_regressor"] @ v_shaped
-    for pose, trans in zip(hand_pose, hand_trans, strict=True):
-        rots = Rotation.from_rotvec(pose.reshape(16, 3)).as_matrix()       # hands_mean = zeros
-        v_posed = v_shaped + a["posedirs"] @ (rots[1:] - np.eye(3)).reshape(-1)
-        G = np.zeros((16, 4, 4))
-        G[0] = np.block([[rots[0], th_j[0][:, None]], [np.zeros((1, 3)), 1]])
-        for lev in ([1, 4, 7, 10, 13], [2, 5, 8, 11, 14], [3, 6, 9, 12, 15]):
-            for k in lev:
-                parent = 0 if k in (1, 4, 7, 10, 13) else k - 1
-                rel = np.block([[rots[k], (th_j[k] - th_j[parent])[:, None]], [np.zeros((1, 3)), 1]])
-                G[k] = G[parent] @ rel
-        A = G.copy()
-        A[:, :3, 3] -= np.einsum("kij,kj->ki", G[:, :3, :3], th_j)
-        T = np.einsum("vk,kij->vij", a["weights"], A)
-        verts = np.einsum("vij,vj->vi", T[:, :3, :3], v_posed) + T[:, :3, 3]
-        tips = verts[[745, 317, 444 if side == "right" else 445, 556, 673]]
-        jtr = np.concatenate([G[:, :3, 3], tips])[[0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8,
-                                                   9, 20]]
-        out.append(((jtr - jtr[0]) * 1000) / 1000.0 + trans)
-    return np.stack(out)
+    _, j = manopth_forward(a, side, hand_pose, betas, None, use_pca=False, ncomps=45, flat_hand_mean=True,
+                           center_idx=0)
+    return j / 1000.0 + np.asarray(hand_trans)[:, None]
 
 
 def test_joints_match_the_toolkits_mano_layer(taco_root):

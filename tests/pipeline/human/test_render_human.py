@@ -63,6 +63,8 @@ def test_store_holds_valid_human_samples_and_records_bad_videos(run):
         assert (np.abs(s["K"]).sum() > 0) == (reader.key(i) == "walker") == a["camera_known"]
         assert s["skeleton"].any(axis=-1).mean(axis=(1, 2)).min() > 0.01  # every frame has a skeleton
         assert not np.array_equal(s["background"], s["rgb"][0])
+        # the crop holds the camera's pixels: valid (schema v4) and its padding figure agree
+        assert s["valid"].shape == (T, R, R) and a["padding_max"] == round(1 - s["valid"].mean(axis=(1, 2)).min(), 4)
 
 
 def test_skeleton_keypoints_and_frames_agree(run):
@@ -82,6 +84,31 @@ def test_skeleton_keypoints_and_frames_agree(run):
         assert (box[:, :2] > 0).all() and (box[:, :2] < R).all()              # the crop holds the person
     # the figure walks right: the crop follows it, so it stays near the middle of every clip
     assert abs(kp[:, hip, 0].mean() - R / 2) < R / 4
+
+
+def test_a_person_wider_than_the_frame_is_padded_marked_and_refused_past_max_padding():
+    """A crop that cannot fit the frame (the person spans more than its height) is padded; ``valid``
+    marks the padding; over ``max_padding`` the clip raises ``TooMuchPadding`` (the job skips it)."""
+    from pipeline.crop import TooMuchPadding
+    from pipeline.human.clip import build_sample
+
+    H, W = 100, 300
+    frames = {i: np.full((H, W, 3), 120, np.uint8) for i in range(5)}
+    kp = np.zeros((67, 3))
+    kp[:25, 0], kp[:25, 1], kp[:25, 2] = np.linspace(30, 250, 25), 50.0, 0.9   # 1.3 x 220 px: wider than H
+
+    def keypoints(i):
+        return kp
+
+    cfg = HumanConfig(frames=4, resolution=64, max_padding=0.8).validate()
+    s = build_sample([0, 1, 2, 3], frames, keypoints, None, 4, None, cfg, "test")
+    side = s["attrs"]["crop_box"][2]
+    assert H < side <= W and s["attrs"]["padding_max"] == pytest.approx(1 - H / side, abs=0.02)
+    rows = s["valid"][0].all(axis=1)
+    assert rows.sum() == pytest.approx(64 * H / side, abs=1.5) and not rows[0] and not rows[-1]
+    assert s["rgb"][0][s["valid"][0]].min() > 100 and s["rgb"][0][~s["valid"][0]].max() < 120
+    with pytest.raises(TooMuchPadding):
+        build_sample([0, 1, 2, 3], frames, keypoints, None, 4, None, HumanConfig(frames=4, resolution=64), "test")
 
 
 def test_resume_skips_done_shards(ray_cluster, run, demo):
@@ -110,6 +137,8 @@ def test_inspect_preview_export_show_the_store(run, tmp_path):
     export_npz(out, 0, tmp_path / "s.npz")
     d = np.load(tmp_path / "s.npz")
     assert d["skeleton"].shape == (T, R, R, 3) and d["keypoints"].shape == (T, 67, 3)
+    assert d["valid"].shape == (T, R, R) and d["valid"].dtype == bool            # export-sample includes valid
+    assert report["padding"]["samples"] == 3 and "padding " in format_report(report)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
