@@ -380,6 +380,34 @@ def _obstore_from_url(url: str):
         raise UserError(f"cannot open {url}: {str(e).splitlines()[0][:200]}") from None
 
 
+def _process_space() -> dict:
+    """Where this process's pid means something: this kernel's boot and this pid namespace."""
+    out = {}
+    with contextlib.suppress(OSError):
+        out["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        out["pidns"] = os.readlink("/proc/self/ns/pid")
+    return out
+
+
+def _holder_is_dead(loc: ObjectLocation, key: str) -> bool:
+    """The lease's holder ran in this kernel and pid namespace and its process is gone (a killed
+    worker on this node: no need to wait ``LEASE_STALE_S``). False when unknown."""
+    try:
+        holder = json.loads(loc.read_bytes(key))
+    except (OSError, ValueError):
+        return False
+    here = _process_space()
+    if not here or any(holder.get(k) != v for k, v in here.items()) or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+
 class ObjectLocation(Location):
     """A prefix in a bucket (S3, GCS, Azure, or any S3-compatible server), through obstore.
 
@@ -490,11 +518,12 @@ class ObjectLocation(Location):
         """A lease object: created with a conditional PUT, renewed every ``LEASE_RENEW_S`` with
         ``If-Match`` on its ETag by a thread of the holder; a waiter takes it over (again with
         ``If-Match``, so only one waiter wins) once its ETag has not changed for ``LEASE_STALE_S`` on
-        the waiter's own clock (no clock is compared across machines). A holder whose renewal fails
+        the waiter's own clock (no clock is compared across machines), or at once when the holder
+        ran on this machine, in this pid namespace, and its process is gone (a killed worker). A holder whose renewal fails
         (another took over) sees ``held() == False`` and stops writing."""
         import obstore
 
-        owner = {"holder": uuid.uuid4().hex, "pid": os.getpid(), "host": os.uname().nodename}
+        owner = {"holder": uuid.uuid4().hex, "pid": os.getpid(), "host": os.uname().nodename, **_process_space()}
 
         def body() -> bytes:
             return json.dumps({**owner, "t": time.time()}).encode()
@@ -515,7 +544,10 @@ class ObjectLocation(Location):
                     continue  # released meanwhile
                 if current != seen:
                     seen, seen_since = current, time.monotonic()
-                elif time.monotonic() - seen_since > LEASE_STALE_S:
+                    dead = _holder_is_dead(self, key)
+                else:
+                    dead = False
+                if dead or time.monotonic() - seen_since > LEASE_STALE_S:
                     try:
                         etag = obstore.put(self.store, key, body(), mode={"e_tag": current})["e_tag"]
                         break
