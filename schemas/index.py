@@ -152,11 +152,12 @@ def build(where, verify: bool = True, deep: bool = False) -> SampleIndex:
     what the marker records) are left out and listed in ``corrupt``."""
     loc = open_location(where)
     shards = sorted(marker_shards(loc))
-    rows, item = array("Q"), array("I")
-    keys: list[str] = []
+    rows, item, hashes, offsets = array("Q"), array("I"), array("Q"), array("Q", [0])
+    blob = bytearray()  # item keys, UTF-8, back to back (no Python string per item is kept)
     corrupt: list[dict] = []
     failed = 0
     listing: dict = {}  # array listings, made once
+    sha256 = hashlib.sha256
     for b in range(0, len(shards), MARKER_BATCH):
         batch = shards[b:b + MARKER_BATCH]
         markers: dict[int, dict] = {}
@@ -177,21 +178,22 @@ def build(where, verify: bool = True, deep: bool = False) -> SampleIndex:
                 continue
             for rec in markers[k]["items"]:
                 if rec["ok"]:
+                    key = rec["key"].encode("utf-8")
                     rows.extend(rec["rows"])
-                    item.extend([len(keys)] * len(rec["rows"]))
-                    keys.append(rec["key"])
+                    item.extend([len(hashes)] * len(rec["rows"]))
+                    hashes.append(int.from_bytes(sha256(key).digest()[:8], "big"))
+                    blob += key
+                    offsets.append(len(blob))
                 else:
                     failed += 1
+        del markers
     row_arr = np.frombuffer(rows, dtype=np.uint64) if rows else np.zeros(0, np.uint64)
-    if not row_arr.size or row_arr.max() < 2**32:
-        row_arr = row_arr.astype(np.uint32)
+    row_arr = row_arr.astype(np.uint32) if not row_arr.size or row_arr.max() < 2**32 else row_arr.copy()
     index = SampleIndex(rows=row_arr, item=np.frombuffer(item, dtype=np.uint32).copy() if item else
-                        np.zeros(0, np.uint32), hashes=key_hashes(keys), shards=len(shards), failed=failed,
+                        np.zeros(0, np.uint32), hashes=np.frombuffer(hashes, dtype=np.uint64).copy() if hashes else
+                        np.zeros(0, np.uint64), shards=len(shards), failed=failed,
                         corrupt=sorted(corrupt, key=lambda c: c["shard"]), loc=loc)
-    offsets = np.zeros(len(keys) + 1, np.uint64)
-    encoded = [k.encode("utf-8") for k in keys]
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    index._keys = (offsets, b"".join(encoded))
+    index._keys = (np.frombuffer(offsets, dtype=np.uint64).copy(), bytes(blob))
     return index
 
 
