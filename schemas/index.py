@@ -52,7 +52,7 @@ INDEX_DIR = "_index"
 INDEX_JSON = f"{INDEX_DIR}/index.json"
 FORMAT = 1
 SHARDS_DIR = "_shards"
-MARKER_BATCH = 2048  # markers read (concurrently) and folded into the arrays at a time: bounded memory
+MARKER_BATCH = 512  # markers read (concurrently) and folded into the arrays at a time: bounded memory
 
 
 def marker_shards(loc: Location) -> set[int]:

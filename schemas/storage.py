@@ -36,12 +36,15 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.errors import NoSpaceLeft, UserError, WriteRefused
 
 LOCAL_SCHEMES = ("", "file")
+# zarrs rebuilds an obstore store in its own Rust copy of object_store and says so once per array opened
+warnings.filterwarnings("ignore", message="Successfully reconstructed a store", category=RuntimeWarning)
 READ_THREADS = 32  # concurrent GETs of read_many on an object store
 
 
@@ -97,7 +100,7 @@ def storage_error(e: BaseException, where: str) -> Exception | None:
                             "(check the credentials in the environment: AWS_*, AWS_PROFILE, GOOGLE_*, AZURE_*)")
     if any(w in text.replace(" ", "") or w in text for w in _QUOTA_WORDS):
         return NoSpaceLeft(f"no space left in the bucket holding {where} (quota exceeded)")
-    if name in ("NotFoundError", "FileNotFoundError") and "nosuchbucket" in text:
+    if "nosuchbucket" in text:
         return WriteRefused(f"{where}: the bucket does not exist")
     return None
 
@@ -112,6 +115,23 @@ def mapped_errors(where: str):
         if mapped is None:
             raise
         raise mapped from None
+
+
+def copy_all(src, dst, threads: int = 16) -> int:
+    """Copy every file of store ``src`` to ``dst`` (paths, URLs or Locations; e.g. upload a local store
+    to a bucket); returns the bytes copied. The manifest goes last, so an interrupted copy is not a
+    finished store."""
+    src, dst = open_location(src), open_location(dst)
+    keys = sorted(src.list(""), key=lambda k: k == "manifest.json")
+
+    def one(key: str) -> int:
+        data = src.read_bytes(key)
+        dst.write_bytes(key, data)
+        return len(data)
+
+    with ThreadPoolExecutor(threads) as pool:
+        total = sum(pool.map(one, keys[:-1]))
+    return total + (one(keys[-1]) if keys else 0)
 
 
 # --- the interface -------------------------------------------------------------------------------

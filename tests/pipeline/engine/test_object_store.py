@@ -10,6 +10,7 @@ rendered into a local folder, and train a few tiny steps straight from the bucke
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -163,3 +164,23 @@ def test_a_missing_or_damaged_shard_file_is_reported_not_served_and_redone(ray_c
     for i in range(len(after)):
         for name, arr in good[after.key(i)].items():
             np.testing.assert_array_equal(after.read(i)[name], arr, err_msg=name)
+
+
+def test_the_store_tools_take_bucket_urls_and_say_what_is_wrong_in_one_line(tmp_path, s3_prefix):
+    from tests.test_cli import cli
+    from tests.trainer.conftest import write_hoi_store
+
+    url = f"{s3_prefix}/hoi.zarr"
+    write_hoi_store(url, ("object", "left_palm"), n=2)
+    r = cli("inspect", url, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["samples"] == 2 and report["store"] == url and report["arrays"]["rgb"]["bytes"] > 0
+    r = cli("export-sample", url, 1, tmp_path / "s.npz")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "s.npz") as z:
+        np.testing.assert_array_equal(z["rgb"], StoreReader(url).read(1)["rgb"])
+    r = cli("inspect", "s3://no-such-bucket-here/x.zarr")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-bucket-here" in r.stderr
+    r = cli("render-objaverse", "--source", "builtin", "--out", "s3://no-such-bucket-here/x.zarr", "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bucket does not exist" in r.stderr
