@@ -27,7 +27,7 @@ import threading
 import uuid
 
 from schemas.reader import SHARDS_DIR
-from schemas.storage import Location, join
+from schemas.storage import Location, join, mapped_errors
 
 OBJECT_JOURNALS = "_journal"
 
@@ -70,7 +70,7 @@ class ShardJournal:
         if self.loc.is_local:
             path = self.loc.path(journal_key(self.shard))
             with self.loc.lock(journal_key(self.shard), wait_s) as held, open(path, "a") as f:
-                yield _FileLog(f, held)
+                yield _FileLog(f, held, self.loc.url)
         else:
             with self.loc.lock(join(self.folder, "lock"), wait_s) as held:
                 n = sum(k.endswith(".log") for k in self.loc.list(self.folder))
@@ -80,15 +80,16 @@ class ShardJournal:
 class _FileLog:
     """Appends to the local journal file."""
 
-    def __init__(self, f, held):
-        self.f, self.held = f, held
+    def __init__(self, f, held, url: str):
+        self.f, self.held, self.url = f, held, url
         self.fault_file = f  # faulthandler writes a hung item's traceback here
 
     def log(self, line: str, durable: bool = False) -> None:
-        self.f.write(line + "\n")
-        self.f.flush()
-        if durable:
-            os.fsync(self.f.fileno())
+        with mapped_errors(self.url):  # a full disk is a StorageError naming the store, not an item's fault
+            self.f.write(line + "\n")
+            self.f.flush()
+            if durable:
+                os.fsync(self.f.fileno())
 
 
 class _ObjectLog:
