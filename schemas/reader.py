@@ -16,7 +16,7 @@ import numpy as np
 
 from schemas import index as sample_index
 from schemas.split import SPLIT_BY, TEST_FRACTION, check_split, held_out_mask, official_is_test
-from schemas.storage import open_location
+from schemas.storage import open_location, read_error
 from schemas.store import ARRAYS, SchemaError, StoreLayout
 
 SHARDS_DIR = sample_index.SHARDS_DIR
@@ -48,6 +48,11 @@ class StoreReader:
             attrs = self.loc.read_json("zarr.json").get("attributes", {})
         except FileNotFoundError:
             raise SchemaError(f"{self.path} is not a store (no zarr.json)") from None
+        except Exception as e:
+            mapped = read_error(e, str(self.path))
+            if mapped is None:
+                raise
+            raise mapped from None
         self.layout = StoreLayout.from_attrs(attrs)
         self._manifest = self.loc.read_json_or_none("manifest.json") or {}
         index = sample_index.load(self.loc, self._manifest.get("nonce"))

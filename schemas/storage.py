@@ -105,6 +105,18 @@ def storage_error(e: BaseException, where: str) -> Exception | None:
     return None
 
 
+def read_error(e: BaseException, where: str) -> UserError | None:
+    """The one-line UserError for a store that cannot be read (credentials, a missing bucket), or None."""
+    name, text = type(e).__name__, str(e).lower()
+    if "nosuchbucket" in text:
+        return UserError(f"{where}: the bucket does not exist")
+    if name in ("PermissionDeniedError", "UnauthenticatedError") or "accessdenied" in text or (
+            isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM)):
+        return UserError(f"cannot read {where}: access denied (check the credentials in the environment: "
+                         "AWS_*, AWS_PROFILE, GOOGLE_*, AZURE_*)")
+    return None
+
+
 @contextlib.contextmanager
 def mapped_errors(where: str):
     """Re-raise storage errors no retry fixes as one-line StorageErrors naming ``where``."""

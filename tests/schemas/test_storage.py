@@ -109,17 +109,21 @@ def test_a_full_device_reads_as_one_line_naming_the_output():
     assert storage_error(ValueError("unrelated"), "OUT") is None
 
 
-def test_a_bucket_that_refuses_writes_reads_as_one_line(tmp_path):
+def test_a_bucket_that_refuses_writes_reads_as_one_line(monkeypatch):
+    from pipeline.errors import UserError
+    from schemas.reader import StoreReader
     from tests.s3_server import LocalS3
 
     # a server that checks credentials after its first request (the bucket's creation): ours are unknown to it
     with LocalS3(server_env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"}) as server:
         server.make_bucket("locked")
-        loc = ObjectLocation("s3://locked/x.zarr")
-        loc._store = __import__("obstore").store.S3Store("locked", prefix="x.zarr", endpoint=server.endpoint,
-                                                          client_options={"allow_http": True})
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        loc = open_location("s3://locked/x.zarr")
         with pytest.raises(WriteRefused, match=r"^the bucket holding s3://locked/x.zarr refuses writes: access denied"):
             loc.write_bytes("manifest.json", b"{}")
+        with pytest.raises(UserError, match=r"^cannot read s3://locked/x.zarr: access denied"):
+            StoreReader("s3://locked/x.zarr")
+    monkeypatch.undo()
     missing = open_location("s3://no-such-bucket-here/x.zarr")
     with pytest.raises(WriteRefused, match="bucket does not exist"):
         missing.write_bytes("manifest.json", b"{}")
