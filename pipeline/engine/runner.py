@@ -254,7 +254,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         if started_ray:
             ray.shutdown()
         raise
-    summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
+    summary = RunSummary(title=job.title, out=job.out, items_total=len(job.items), shards_total=len(shards),
                          items_skipped=sum(len(shards[k]) for k in done) - sum(map(len, retry.values())),
                          notes=list(job.notes))
 
