@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pipeline.errors import NoSpaceLeft, WriteRefused
-from schemas import storage
+from schemas import storage, storage_object
 from schemas.storage import LocalLocation, ObjectLocation, open_location, storage_error
 
 
@@ -78,8 +78,8 @@ def test_a_lock_keeps_a_second_holder_waiting_until_the_first_lets_go(loc):
 
 
 def test_a_lease_whose_holder_stopped_renewing_is_taken_over_and_the_holder_knows(s3_prefix, monkeypatch):
-    monkeypatch.setattr(storage, "LEASE_RENEW_S", 0.3)
-    monkeypatch.setattr(storage, "LEASE_STALE_S", 1.0)
+    monkeypatch.setattr(storage_object, "LEASE_RENEW_S", 0.3)
+    monkeypatch.setattr(storage_object, "LEASE_STALE_S", 1.0)
     loc = open_location(s3_prefix)
     import obstore
 
