@@ -25,7 +25,8 @@ def render_objaverse(
     workers: Annotated[int, typer.Option(help="Ray workers (one EGL context each)")] = 2,
     source: Annotated[str, typer.Option(help="'objaverse', 'objaverse-xl', 'builtin' (demo objects) or a folder "
                                              "of meshes")] = "objaverse",
-    out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/objaverse.zarr"),
+    out: Annotated[str, typer.Option(help="output store: a folder, or an object-store URL (s3://bucket/prefix/x.zarr, "
+                                         "gs://...)")] = "out/objaverse.zarr",
     limit: Annotated[int | None, typer.Option(help="at most this many objects")] = None,
     uids: Annotated[Path | None, typer.Option(help="file of Objaverse uids or Objaverse-XL identifiers, one per line")] = None,
     lvis: Annotated[list[str] | None, typer.Option(help="keep only these LVIS categories (repeatable)")] = None,
@@ -78,17 +79,19 @@ def render_objaverse(
 
 
 @app.command("inspect")
-def inspect_store(store: Path, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False):
-    """Samples, arrays (shape, dtype), size on disk, bytes per sample, failures by reason."""
+def inspect_store(store: Annotated[str, typer.Argument(help="store folder or object-store URL")],
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+                  verify: Annotated[bool, typer.Option(help="also read every shard file and check its CRC-32C")] = False):
+    """Samples, arrays (shape, dtype), size on disk, bytes per sample, failures by reason, corrupt shards."""
     from pipeline.inspect_store import format_report, inspect
 
-    report = inspect(store)
+    report = inspect(store, verify=verify)
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 @app.command("preview")
 def preview(
-    store: Path,
+    store: Annotated[str, typer.Argument(help="store folder or object-store URL")],
     out: Annotated[Path, typer.Option(help="contact sheet PNG")] = Path("preview.png"),
     samples: Annotated[int, typer.Option(help="how many samples")] = 3,
     gif: Annotated[Path | None, typer.Option(help="also write an animated GIF of the clips")] = None,
@@ -103,7 +106,7 @@ def preview(
 
 
 @app.command("export-sample")
-def export_sample(store: Path, index: int, out: Path):
+def export_sample(store: Annotated[str, typer.Argument(help="store folder or object-store URL")], index: int, out: Path):
     """One sample's arrays, under the contract's names, to an .npz file."""
     from pipeline.inspect_store import export_npz
 
@@ -113,7 +116,7 @@ def export_sample(store: Path, index: int, out: Path):
 
 @app.command("view")
 def view(
-    store: Path,
+    store: Annotated[str, typer.Argument(help="store folder or object-store URL")],
     index: int,
     save: Annotated[Path | None, typer.Option(help="write a Rerun recording (.rrd) instead of opening the viewer")] = None,
     mano_dir: Annotated[Path | None, typer.Option(help="MANO .pkl folder, for stores made with MANO")] = None,

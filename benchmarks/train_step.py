@@ -7,6 +7,7 @@
     python cli.py render-hoi dexycb --root /tmp/dex24 --hand-model stand-in --out /tmp/bench_hoi.zarr --frames 24
     python benchmarks/train_step.py --store /tmp/bench.zarr --store /tmp/bench_hoi.zarr
     python benchmarks/train_step.py --store /tmp/bench_hoi.zarr --loader-only --dense   # the dense path
+    python benchmarks/train_step.py --store /tmp/bench_hoi.zarr --loader-only --s3      # + from a local S3 server
 
 Rows:
   * loader: clips/s of T-frame windows (stage-2 items) through the DataLoader with N spawned
@@ -14,6 +15,11 @@ Rows:
     each run, and the bytes moved per clip. Target: >= 4 clips/s of 24 x 512^2 13-layer HOI clips
     with 2 workers. Layer maps move as bounding-box crops (trainer.compact); --dense moves them
     dense (the earlier path), --codec-pipeline zarrs decodes with the optional Rust pipeline.
+  * loader from object storage (--s3): the same store copied into a bucket of a local S3-compatible
+    server (moto's server mode on 127.0.0.1, ``tests/s3_server.py``; a dev dependency) and read through
+    its ``s3://`` URL, beside the local-disk row of the same run. moto is a Python server: its
+    per-request cost, not the network, bounds this figure (a real bucket answers many requests in
+    parallel; the loader reads a sample's arrays concurrently and prefetches deeper from object stores).
   * tiny stage1 / stage2 step: one optimiser step of the tiny preset on CPU (data already loaded).
   * sd15 stage1 (batch 4) / stage2 (24 frames) at 512^2, bf16 + gradient checkpointing: only with a
     CUDA GPU (targets on 80 GB: stage 1 >= 2 it/s under 40 GB; stage 2 <= 1.5 s/it under 60 GB).
@@ -126,12 +132,26 @@ def main() -> None:
                     help="zarr-python's codec pipeline or the Rust one of the optional 'zarrs' package "
                          "(auto: zarrs when installed)")
     ap.add_argument("--loader-only", action="store_true", help="skip the step rows")
+    ap.add_argument("--s3", action="store_true", help="also read each store from a local S3 server (moto)")
     args = ap.parse_args()
     rows = []
+    server = start_s3() if args.s3 else None
     for store in args.store or ["/tmp/bench.zarr"]:
-        if (Path(store) / "zarr.json").exists():
+        if (Path(store) / "zarr.json").exists():  # a local store (--s3 copies it into the bucket)
             rows.append(bench_loader(store, args.workers, args.frames, args.clips, args.repeats, not args.dense,
                                      args.codec_pipeline))
+            if server is not None:
+                from schemas.storage import copy_all
+
+                url = f"s3://bench/{Path(store).name}"
+                t0 = time.perf_counter()
+                nbytes = copy_all(store, url)
+                row = bench_loader(url, args.workers, args.frames, args.clips, args.repeats, not args.dense,
+                                   args.codec_pipeline)
+                row["row"] = row["row"].replace("loader (", "loader from local S3 server (")
+                row["note"] += f"; store uploaded ({nbytes / 2**20:.0f} MiB in {time.perf_counter() - t0:.0f} s)"
+                rows[-1]["row"] = rows[-1]["row"].replace("loader (", "loader from local disk (")
+                rows.append(row)
         else:
             rows.append({"row": "loader", "value": "skipped", "note": f"no store at {store} (see docstring)"})
     if not args.loader_only:
@@ -142,6 +162,22 @@ def main() -> None:
     print("-" * (w + v + 30))
     for r in rows:
         print(f"{r['row']:<{w}}  {r['value']:<{v}}  {r['note']}")
+
+
+def start_s3():
+    """moto's S3 server on 127.0.0.1 with a bucket "bench"; the environment points obstore at it (the
+    loader's spawned workers inherit it)."""
+    import atexit
+    import os
+
+    from tests.s3_server import LocalS3, free_port, s3_env
+
+    port = free_port()
+    os.environ.update(s3_env(port))
+    server = LocalS3(port).start()
+    atexit.register(server.stop)
+    server.make_bucket("bench")
+    return server
 
 
 def step_rows(steps: int) -> list[dict]:

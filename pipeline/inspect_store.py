@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,38 +9,40 @@ import numpy as np
 
 from pipeline.engine import shard_writer
 from pipeline.errors import UserError
+from schemas import index as sample_index
 from schemas.reader import StoreReader
+from schemas.storage import is_url, open_location
 from schemas.store import SchemaError
 
 
-def open_reader(store: Path) -> StoreReader:
-    if not Path(store).is_dir():
+def open_reader(store) -> StoreReader:
+    """A reader of ``store`` (a folder or an object-store URL); one-line UserError if it is none."""
+    if not is_url(store) and not Path(store).is_dir():
         raise UserError(f"{store}: no such store folder")
     try:
         return StoreReader(store)
     except SchemaError as e:
         raise UserError(f"{store}: {e}") from None
+    except OSError as e:  # a bucket we cannot read
+        raise UserError(f"{store}: cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
-
-
-def inspect(store: Path) -> dict:
-    """A JSON-able report of a store."""
+def inspect(store, verify: bool = False) -> dict:
+    """A JSON-able report of a store. ``verify``: also read every shard file and check its CRC-32C
+    against its marker (corrupt shards are listed either way, from the file sizes)."""
     reader = open_reader(store)
-    manifest = shard_writer.read_manifest(Path(store)) or {}
+    loc = open_location(store)
+    manifest = shard_writer.read_manifest(loc) or {}
     layout = reader.layout
+    sizes = loc.list("")
+    corrupt = sample_index.build(loc, deep=verify).corrupt  # checked now, not as of the last run
     arrays = {}
     for spec in layout.arrays:
         arr = reader.group[spec.name]
         arrays[spec.name] = {"shape_per_sample": list(layout.sample_shape(spec.name)), "dtype": spec.dtype,
                              "chunk": list(arr.chunks[1:]), "unit": spec.unit,
-                             "bytes": _dir_bytes(Path(store) / spec.name)}
-    total = _dir_bytes(Path(store))
+                             "bytes": sum(v for k, v in sizes.items() if k.startswith(spec.name + "/"))}
+    total = sum(sizes.values())
     failures = reader.failures()
     by_reason = Counter(f"{f['stage']}: {f['reason']}" for f in failures)
     n = len(reader)
@@ -56,6 +57,8 @@ def inspect(store: Path) -> dict:
         "failure_details": {f"{f['stage']}: {f['reason']}": f["detail"] for f in reversed(failures) if f.get("detail")},
         "quality": quality_summary(reader),
         "padding": padding_summary(reader),
+        # shards left out: their marker or files are not what was written (--retry-failed redoes them)
+        "corrupt_shards": corrupt,
         # the held-out split (schemas.split): by item key, 3%; official_split: render-hoi --split
         "split": {"train": n - reader.n_test, "test": reader.n_test, "official_split": reader.official_split},
     }
@@ -136,6 +139,12 @@ def format_report(r: dict) -> str:
         lines += ["", f"per-sample figures{textured}   min / median / max"]
         lines += [f"  {k:<16}{v['min']:>10.4g}{v['median']:>10.4g}{v['max']:>10.4g}" for k, v in q.items()
                   if isinstance(v, dict)]
+    if r.get("corrupt_shards"):
+        c = r["corrupt_shards"]
+        lines += ["", f"corrupt shards: {len(c)}, left out of the samples (redo them: the render command with "
+                      "--retry-failed)"] + [f"  shard {x['shard']}: {x['reason']}" for x in c[:10]]
+        if len(c) > 10:
+            lines.append(f"  ... and {len(c) - 10} more")
     if r["failures_by_reason"]:
         lines += ["", "failures by reason:"] + [f"  {n:>5}  {k}" for k, n in r["failures_by_reason"].items()]
         details = r.get("failure_details") or {}

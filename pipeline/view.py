@@ -30,7 +30,6 @@ Objaverse stores (glTF canonical frame, camera on +z).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -102,16 +101,16 @@ def occlusion_u8(depth: np.ndarray, tau: float) -> np.ndarray:
 
 
 # -- hand model choice ------------------------------------------------------------------
-def hand_models_for(store: Path, mano_dir: str | None) -> tuple[dict | None, str]:
+def hand_models_for(store, mano_dir: str | None) -> tuple[dict | None, str]:
     """The hand models that made the store ({side: HandModel} or None) and a one-line note.
 
     The manifest's options say which model (``hoi.hand_model``: "stand-in" or "mano") and the
     left-hand shapedirs setting; MANO needs ``mano_dir`` (else the folder the store was made
     with, if it still exists); without MANO files no meshes are drawn, only ``joints_3d``."""
     from pipeline.hands.model import hand_models
+    from schemas.storage import open_location
 
-    manifest_path = Path(store) / "manifest.json"
-    options = json.loads(manifest_path.read_text()).get("options", {}) if manifest_path.exists() else {}
+    options = (open_location(store).read_json_or_none("manifest.json") or {}).get("options", {})
     hoi = options.get("hoi") or {}
     kind = hoi.get("hand_model")
     fix_left = bool(hoi.get("fix_left_shapedirs") or False)
@@ -305,7 +304,12 @@ def _spawn_viewer(rr, rec, bp) -> None:
     rec.connect_grpc(f"rerun+http://127.0.0.1:{port}/proxy", default_blueprint=bp)
 
 
-def view(store: Path, index: int, save: Path | None = None, mano_dir: str | None = None,
+def _name(store) -> str:
+    """The store's last path component (a folder or a URL)."""
+    return str(store).rstrip("/").rpartition("/")[2]
+
+
+def view(store, index: int, save: Path | None = None, mano_dir: str | None = None,
          tau: float = DEFAULT_TAU, progress: bool = True) -> str:
     """Log sample ``index`` of ``store`` to ``save`` (.rrd) or to a spawned viewer; returns a summary line."""
     from tqdm import tqdm
@@ -325,10 +329,10 @@ def view(store: Path, index: int, save: Path | None = None, mano_dir: str | None
     per_frame_names = {"rgb", "mlo_normal", "mlo_depth"}
     arrays = reader.read(index, names=[n for n in names if n not in per_frame_names])
     per_other, static_other, skipped = _other_arrays(reader, names, T)
-    notes = [f"store {Path(store).name}: kind {reader.layout.kind}, {T} frames, layers: {', '.join(layers) or 'none'}"]
+    notes = [f"store {_name(store)}: kind {reader.layout.kind}, {T} frames, layers: {', '.join(layers) or 'none'}"]
     models = meshes = None
     if "mano_pose" in arrays:
-        models, note = hand_models_for(Path(store), mano_dir)
+        models, note = hand_models_for(store, mano_dir)
         notes.append(note)
         if models is not None:
             meshes = {side: models[side].forward(arrays["mano_pose"][:, s], arrays["mano_betas"][s],
@@ -341,7 +345,7 @@ def view(store: Path, index: int, save: Path | None = None, mano_dir: str | None
     if skipped:
         notes.append("not shown: " + ", ".join(skipped))
 
-    rec = rr.RecordingStream("manivideo_view", recording_id=f"{Path(store).name}:{index}")
+    rec = rr.RecordingStream("manivideo_view", recording_id=f"{_name(store)}:{index}")
     tmp = Path(f"{save}.partial") if save is not None else None
     try:
         image_hw = tuple(reader.group["rgb"].shape[2:4]) if "rgb" in names else None

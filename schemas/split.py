@@ -53,3 +53,17 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return split
+
+
+def held_out_mask(hashes, fraction: float = TEST_FRACTION):
+    """``held_out_keys`` on distinct items given by their hashes (``schemas.index``: uint64, the first
+    8 bytes of SHA-256 of each key, big-endian): bool per item, True = test. Same rule, same result."""
+    import numpy as np
+
+    from schemas.index import hash_fraction
+
+    u = hash_fraction(np.asarray(hashes, dtype=np.uint64))
+    chosen = u < fraction
+    if not chosen.any() and u.size >= 2 and fraction > 0:
+        chosen[int(np.argmin(u))] = True
+    return chosen

@@ -16,6 +16,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPAT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The object-store tests use a local S3-compatible server (tests/s3_server.py). Its address is set in
+# the environment now, before any Ray worker starts, so workers inherit it like a user's AWS_* settings
+# (and no test can reach a real bucket with a developer's own credentials).
+from tests.s3_server import LocalS3, free_port, s3_env  # noqa: E402
+
+S3_PORT = free_port()
+os.environ.update(s3_env(S3_PORT))
+os.environ.pop("AWS_PROFILE", None)
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
@@ -39,3 +48,19 @@ def builtin_dir(tmp_path_factory) -> Path:
     for uid in builtin_uids():
         write_builtin(uid, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A bucket on the session's local S3 server (started on first use): its ``s3://`` URL."""
+    with LocalS3(S3_PORT) as server:
+        yield server.make_bucket("manivideo-test")
+
+
+@pytest.fixture
+def s3_prefix(s3_bucket, request) -> str:
+    """A fresh prefix in the test bucket for one test: ``s3://manivideo-test/<test name>-<n>``."""
+    import re
+    import uuid
+
+    return f"{s3_bucket}/{re.sub(r'[^A-Za-z0-9_-]', '-', request.node.name)[:40]}-{uuid.uuid4().hex[:6]}"

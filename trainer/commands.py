@@ -27,7 +27,8 @@ def train(
     preset: Annotated[str | None, typer.Option(help="tiny (CPU smoke size) or sd15 (paper size)")] = None,
     init: Annotated[Path | None, typer.Option(help="stage-1 checkpoint to start stage 2 from")] = None,
     resume: Annotated[Path | None, typer.Option(help="checkpoint of this stage to continue exactly")] = None,
-    store: Annotated[list[str] | None, typer.Option(help="store folder (repeatable; overrides config 'stores')")] = None,
+    store: Annotated[list[str] | None, typer.Option(help="store folder or object-store URL (repeatable; overrides "
+                                                         "config 'stores')")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="output folder (checkpoints, metrics.jsonl, tb/)")] = None,
     steps: Annotated[int | None, typer.Option(help="stop at this optimiser step (total; default: config)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override an option: key=value (repeatable)")] = None,
@@ -85,7 +86,8 @@ def check_pretrained(cfg, require: bool, resumed: bool = False, echo=None) -> No
 
 def sample(
     checkpoint: Annotated[Path, typer.Option(help="trainer checkpoint (.pt) or its diffusers export folder")],
-    store: Annotated[Path, typer.Option(help="store to take the conditions and ground truth from")],
+    store: Annotated[str, typer.Option(help="store (folder or object-store URL) to take the conditions and ground "
+                                            "truth from")],
     index: Annotated[int, typer.Option(help="sample index in the store")] = 0,
     out: Annotated[Path, typer.Option(help="output video (.mp4); *_side.mp4 and *.json are written beside it")] = Path("sample.mp4"),
     steps: Annotated[int | None, typer.Option(help="DDIM steps (default: config sample_steps)")] = None,

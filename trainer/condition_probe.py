@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.conditions import prepare_batch
+from trainer.conditions import latent_valid, masked_mse, prepare_batch
 from trainer.train import prediction_target
 
 SWAPS = {"mlo": ("H", "D", "H_o"), "refs": ("refs",), "points": ("points",),
@@ -87,7 +87,8 @@ def probe_losses(model, raw_batch: dict, pairs: dict, scheduler, cfg, device, pe
 
     ``which`` + ``perm``: swap that condition group first (``swap_conditions``). ``zero``: score the
     zero predictor (always predicts 0) instead of the model. The loss is the training loss
-    (epsilon, v or x0 MSE as ``cfg.prediction_type`` says, no min-SNR weighting) over every latent element.
+    (epsilon, v or x0 MSE as ``cfg.prediction_type`` says, no min-SNR weighting) over the latent
+    elements whose pixels are valid (``valid``: not crop padding).
     """
     model.eval()
     cond = prepare_batch(raw_batch, cfg.mlo_mode, cfg.tau, cfg.resolution, device)
@@ -97,6 +98,7 @@ def probe_losses(model, raw_batch: dict, pairs: dict, scheduler, cfg, device, pe
     latents = model.encode(cond["target"].flatten(0, 1)).unflatten(0, (b, f))
     ref_latents = model.encode(cond["refs"].flatten(0, 1)).unflatten(0, (b, -1))
     tokens = None if zero else model.tokens(cond)
+    valid = latent_valid(cond["valid"], latents.shape[-1])  # as the training loss: padding is not scored
     out = {band: np.zeros(b) for band in set(pairs["band"])}
     count = dict.fromkeys(out, 0)
     for k, band in enumerate(pairs["band"]):
@@ -105,6 +107,6 @@ def probe_losses(model, raw_batch: dict, pairs: dict, scheduler, cfg, device, pe
         target = prediction_target(cfg, scheduler, latents, noise, t)
         pred = torch.zeros_like(target) if zero else model(noisy, t, cond, ref_latents, tokens=tokens,
                                                           reuse_reference=k > 0)
-        out[band] += (pred.float() - target).square().mean(dim=(1, 2, 3, 4)).double().cpu().numpy()
+        out[band] += masked_mse((pred.float() - target).square(), valid).double().cpu().numpy()
         count[band] += 1
     return {band: v / count[band] for band, v in out.items()}

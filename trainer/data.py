@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import os
-from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.errors import UserError
 from schemas.reader import StoreReader
+from schemas.storage import open_location
 from schemas.store import LAYER_NAMES
 from trainer.compact import collate_compact, compact_item
 from trainer.conditions import SOURCES, collate, source_of
 from trainer.config import TrainConfig
+
+log = logging.getLogger("manivideo.data")
+MAX_REDRAWS = 8  # unreadable draws replaced in a row before the loader gives up (the store is gone)
 
 READ = ("rgb", "mlo_normal", "mlo_depth", "ref_views", "background", "points", "point_normals")
 HUMAN_READ = ("rgb", "background", "person_mask")  # + "skeleton" with use_skeleton
@@ -55,7 +59,7 @@ def open_stores(paths: list[str], split: str = "all", test_fraction: float = 0.0
 
     readers = []
     for p in paths:
-        if not (Path(p) / "zarr.json").exists():
+        if not open_location(p).exists("zarr.json"):
             raise UserError(f"store {p} does not exist; make one with: python cli.py render-objaverse "
                             f"--source builtin --out {p}")
         try:
@@ -102,6 +106,7 @@ class MixedStores(Dataset):
                  split: str | None = None):
         # training reads cfg.split ("train": the held-out test items are never seen)
         self.split = cfg.split if split is None else split
+        self.unreadable: set[tuple[int, int]] = set()  # (store, index) that failed to read, in this process
         self.readers = open_stores(paths, self.split, cfg.test_fraction, cfg.split_by)
         self.cfg, self.frames = cfg, frames
         self.seed = cfg.seed if seed is None else seed
@@ -126,9 +131,11 @@ class MixedStores(Dataset):
     def __len__(self) -> int:  # an epoch has no meaning for a weighted stream; this is for len(loader)
         return sum(len(r) for r in self.readers)
 
-    def draw(self, n: int) -> dict:
-        """Everything random about item n (pure function of seed and n)."""
-        rng = np.random.default_rng([self.seed, n])
+    def draw(self, n: int, attempt: int = 0) -> dict:
+        """Everything random about item n (pure function of seed and n); ``attempt`` > 0: the
+        replacement drawn when the sample drawn before cannot be read (``load_readable``) — from the
+        same source, so the step's stratified mix holds."""
+        rng = np.random.default_rng([self.seed, n] if attempt == 0 else [self.seed, n, attempt])
         block, pos = divmod(n, len(self.cycle))  # stratified: each block of positions holds the sources by weight
         source = self.sources[np.random.default_rng([self.seed, block, 1]).permutation(self.cycle)[pos]]
         store = self.groups[source][rng.choice(len(self.groups[source]), p=self.group_p[source])]
@@ -141,8 +148,33 @@ class MixedStores(Dataset):
                     keep=float(rng.random() >= c.ref_dropout))
 
     def __getitem__(self, n: int) -> dict:
-        d = self.draw(int(n))
-        return self.load(d["store"], d["index"], d["start"], flip=d["flip"], jitter=d["jitter"], keep=d["keep"])
+        return self.load_readable(int(n))
+
+    def load_readable(self, n: int, buffers=None) -> dict:
+        """``load`` of item n's draw; a sample that cannot be read (a shard file lost or corrupt
+        since the index was built, a bucket error that outlived the client's retries) is logged
+        once, remembered in this process, and replaced by the draw of attempt 1, 2, ... of the same
+        position: the stream stays a pure function of (seed, n) and the unreadable samples, so a
+        resume neither crashes at the same position again nor changes the other items.
+        ``buffers``: store -> decode buffers (``CompactItems.buffers``)."""
+        last = None
+        for attempt in range(MAX_REDRAWS + 1):
+            d = self.draw(n, attempt)
+            where = (d["store"], d["index"])
+            if where in self.unreadable:
+                continue
+            try:
+                return self.load(d["store"], d["index"], d["start"], flip=d["flip"], jitter=d["jitter"],
+                                 keep=d["keep"], buffers=buffers(d["store"]) if buffers else None)
+            except Exception as e:  # noqa: BLE001  (any read error: the sample is skipped, never the run)
+                last = e
+                self.unreadable.add(where)
+                reader = self.readers[d["store"]]
+                log.warning("skipping unreadable sample %d (row %d) of %s: %s: %s", d["index"],
+                            reader.row(d["index"]), reader.path, type(e).__name__,
+                            (str(e).splitlines() or [""])[0][:200])
+        raise RuntimeError(f"stream position {n}: {MAX_REDRAWS + 1} draws in a row could not be read "
+                           f"(last: {type(last).__name__}: {last}); is the store reachable?")
 
     def load(self, store: int, index: int, start: int = 0, flip: bool = False, jitter=None, keep: float = 1.0,
              buffers: dict | None = None) -> dict:
@@ -208,10 +240,7 @@ class CompactItems(Dataset):
         return self._buffers[store]
 
     def __getitem__(self, n: int) -> dict:
-        d = self.dataset.draw(int(n))
-        item = self.dataset.load(d["store"], d["index"], d["start"], flip=d["flip"], jitter=d["jitter"],
-                                 keep=d["keep"], buffers=self.buffers(d["store"]))
-        return compact_item(item)
+        return compact_item(self.dataset.load_readable(int(n), buffers=self.buffers))
 
 
 class StreamSampler(Sampler):
@@ -262,9 +291,12 @@ def _worker_init(worker_id: int, codec_pipeline: str = "auto") -> None:
     use_codec_pipeline(codec_pipeline)
 
 
+REMOTE_PREFETCH = 6  # batches each worker reads ahead when a store is on object storage (latency, not bandwidth)
+
+
 def make_loader(dataset: MixedStores, batch_size: int, start_item: int = 0, rank: int = 0, world: int = 1,
                 num_workers: int = 0, pin_memory: bool = False, compact: bool = True,
-                codec_pipeline: str = "auto") -> DataLoader:
+                codec_pipeline: str = "auto", prefetch_factor: int | None = None) -> DataLoader:
     """Infinite loader of collated raw batches, starting after ``start_item`` items of this rank.
 
     ``compact``: layer maps travel as per-(frame, layer) bounding-box crops (``trainer.compact``; a
@@ -272,10 +304,16 @@ def make_loader(dataset: MixedStores, batch_size: int, start_item: int = 0, rank
     the training device; False sends the dense maps (``trainer.conditions.collate``).
     ``codec_pipeline``: see ``use_codec_pipeline``; set in each worker. With num_workers=0 an explicit
     "zarr" / "zarrs" is set in this process, and "auto" leaves this process's Zarr configuration alone.
+    ``prefetch_factor``: batches each worker keeps in flight (default 2; ``REMOTE_PREFETCH`` when a
+    store is on object storage, so request latency overlaps with the training step; a sample's arrays
+    are already read concurrently, ``StoreReader.read``).
     """
+    if prefetch_factor is None:
+        remote = any(not r.loc.is_local for r in dataset.readers)
+        prefetch_factor = REMOTE_PREFETCH if remote else 2
     kw = {}
     if num_workers > 0:
-        kw = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2,
+        kw = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=prefetch_factor,
                   worker_init_fn=functools.partial(_worker_init, codec_pipeline=codec_pipeline))
     elif codec_pipeline != "auto":
         use_codec_pipeline(codec_pipeline)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import UserError
+from schemas.storage import is_url
 from trainer.metrics import masked_psnr, masked_ssim
 from trainer.metrics.region import crop, region_box
 
@@ -143,11 +144,11 @@ class Evaluation:
             kept.append(s)
         stores = kept
         self.clips = [(k, i) for k, d in enumerate(self.data) for i in range(len(d.readers[0]))][:limit]
-        self.run = {"checkpoint": str(Path(checkpoint).resolve()), "stores": [str(Path(s).resolve()) for s in stores],
+        self.run = {"checkpoint": str(Path(checkpoint).resolve()), "stores": [s if is_url(s) else str(Path(s).resolve()) for s in stores],
                     "split": split, "steps": self.steps, "guidance": self.guidance, "seed": seed, "stage": self.stage}
 
     def clip_id(self, k: int, i: int) -> str:
-        return f"{k}_{Path(self.run['stores'][k]).stem}_{i:05d}"
+        return f"{k}_{Path(str(self.run['stores'][k]).rstrip('/').rpartition('/')[2]).stem}_{i:05d}"
 
     def _check_out(self) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)

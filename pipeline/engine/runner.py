@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.engine import shard_writer
+from pipeline.engine.journal import ShardJournal
 from pipeline.engine.shard_task import WorkItem, process_shard, read_journal
 from pipeline.errors import UserError
 from schemas import StoreLayout
+from schemas import index as sample_index
+from schemas.storage import open_location
 
 # one core per worker process: workers = cores, no oversubscription (llvmpipe, BLAS, zarr's
 # codec thread pool; blosc's own threads are set in shard_task)
@@ -37,7 +40,7 @@ WORKER_ENV = {"PYOPENGL_PLATFORM": "egl", "LP_NUM_THREADS": "1", "OMP_NUM_THREAD
 
 @dataclass
 class Job:
-    out: Path
+    out: Path | str                # a folder, or an object-store URL (schemas.storage)
     layout: StoreLayout
     items: list[WorkItem]
     step: str                      # "module:function", run inside workers
@@ -55,7 +58,7 @@ class Job:
 @dataclass
 class RunSummary:
     title: str
-    out: Path
+    out: Path | str
     items_total: int = 0
     items_ok: int = 0
     items_failed: int = 0
@@ -87,7 +90,8 @@ class RunSummary:
         lines += [f"note           {n}" for n in self.notes]
         if self.failures:
             by = Counter((f["stage"], f["reason"]) for f in self.failures)
-            lines.append(f"failures       {len(self.failures)} (all in {self.out / 'failures.jsonl'}); most common:")
+            lines.append(f"failures       {len(self.failures)} (all in {str(self.out).rstrip('/')}/failures.jsonl); "
+                         "most common:")
             lines += [f"  {n:>5} x {stage}: {reason}" for (stage, reason), n in by.most_common(5)]
         return "\n".join(lines)
 
@@ -95,16 +99,17 @@ class RunSummary:
 MAX_AUTO_SAMPLES_PER_SHARD = 16
 
 
-def auto_samples_per_shard(total_samples: int, workers: int, out: Path, cap: int = MAX_AUTO_SAMPLES_PER_SHARD) -> int:
+def auto_samples_per_shard(total_samples: int, workers: int, out, cap: int = MAX_AUTO_SAMPLES_PER_SHARD) -> int:
     """Shard size for ``--samples-per-shard 0`` (auto).
 
     An existing store keeps its own (resume must see the same shards). Otherwise up to
     ``cap`` samples per shard (few files at 800K objects), but small enough that every
     worker gets at least two shards on small runs.
     """
-    meta = Path(out) / "zarr.json"
-    if meta.exists() and (Path(out) / shard_writer.MANIFEST).exists():
-        return int(json.loads(meta.read_text())["attributes"]["samples_per_shard"])
+    loc = open_location(out)
+    meta = loc.read_json_or_none("zarr.json")
+    if meta is not None and loc.exists(shard_writer.MANIFEST):
+        return int(meta["attributes"]["samples_per_shard"])
     return max(1, min(cap, -(-total_samples // (2 * max(1, workers)))))
 
 
@@ -114,10 +119,10 @@ def check_out(job: Job, overwrite: bool) -> bool:
     Only a manivideo store is ever replaced (``--overwrite``, or one whose creation was
     interrupted before its manifest); any other non-empty folder is refused.
     """
-    out = Path(job.out)
-    if out.exists() and not out.is_dir():
+    out = open_location(job.out)
+    if out.is_local and out.root.exists() and not out.root.is_dir():
         raise UserError(f"--out {out} is a file, not a store folder")
-    if not out.exists() or not any(out.iterdir()):
+    if out.is_empty():
         return False
     if not shard_writer.is_store(out):
         raise UserError(f"--out {out} exists and is not a manivideo store; choose an empty or new folder "
@@ -142,13 +147,13 @@ def create(job: Job, shards: list[list[int]]) -> str:
     return nonce
 
 
-def _count_ended(out: Path, shards, made: bool = False) -> int:
+def _count_ended(out, shards, made: bool = False) -> int:
     """Items the shards' journals settle: recorded failures and items whose rows are in the shard
     files (distinct keys, so an attempt that redoes items does not count as progress); with
     ``made``, also items made and not yet written (the progress bar moves per item)."""
-    n = 0
+    n, loc = 0, open_location(out)
     for k in shards:
-        state = read_journal(shard_writer.journal_path(out, k))
+        state = read_journal(ShardJournal(loc, k))
         n += len(state.ended) + (len(state.made) if made else 0)
     return n
 
@@ -179,15 +184,26 @@ def retry_stages(value: str | None) -> list[str] | None:
     return [x.strip() for x in value.split(",") if x.strip() not in ("", "all")]
 
 
-def retry_plan(out: Path, stages: list[str]) -> dict[int, list[str]]:
+def retry_plan(out, stages: list[str], corrupt: dict[int, list[str]] | None = None) -> dict[int, list[str]]:
     """Finished shards with recorded failures to re-run: shard -> failed keys whose stage is
-    in ``stages`` (every stage when empty)."""
+    in ``stages`` (every stage when empty). ``corrupt``: shard -> all its keys, for shards whose
+    marker or files are not what was written (``schemas.index``): redone whole, whatever the stages."""
     plan = {}
     for marker in shard_writer.read_markers(out):
         keys = [r["key"] for r in marker["items"] if not r["ok"] and (not stages or r["stage"] in stages)]
         if keys:
             plan[marker["shard"]] = keys
+    plan.update(corrupt or {})
     return plan
+
+
+def write_index(out) -> list[dict]:
+    """Build the sample index from the markers (checking every shard file against its marker) and
+    write it into the store; returns the corrupt shards it left out."""
+    manifest = shard_writer.read_manifest(out) or {}
+    index = sample_index.build(out)
+    sample_index.write(out, index, manifest.get("nonce"))
+    return index.corrupt
 
 
 def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 600.0, max_retries: int = 3,
@@ -210,14 +226,16 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         shards = shard_writer.plan_shards(n_samples, job.layout.samples_per_shard)
     except ValueError as e:
         raise UserError(str(e)) from None
-    out = Path(job.out)
+    out = open_location(job.out)
     resume = check_out(job, overwrite)
     done = shard_writer.completed_shards(out) if resume else set()
     retry: dict[int, list[str]] = {}
     if retry_failed is not None:
         if not resume:
             raise UserError(f"--retry-failed needs the existing store at --out {out}, made with the same arguments")
-        retry = {k: keys for k, keys in retry_plan(out, list(retry_failed)).items() if k in done}
+        corrupt = {c["shard"]: [job.items[i].key for i in shards[c["shard"]]]
+                   for c in sample_index.build(out).corrupt if c["shard"] < len(shards)}
+        retry = {k: keys for k, keys in retry_plan(out, list(retry_failed), corrupt).items() if k in done}
         recorded = {r["stage"] for m in shard_writer.read_markers(out) for r in m["items"] if not r["ok"]}
         unknown = sorted(set(retry_failed) - recorded)
         if unknown:  # a typo must not pass as "nothing to retry"
@@ -234,11 +252,13 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
             raise UserError(f"each worker asks for {job.num_gpus_per_worker:g} GPU but the Ray cluster has "
                             f"{ray.cluster_resources().get('GPU', 0):g}; lower --gpus-per-worker")
         nonce = shard_writer.read_manifest(out)["nonce"] if resume else create(job, shards)
+        if todo:
+            sample_index.invalidate(out)  # readers use the markers until this run rebuilds the index
     except BaseException:
         if started_ray:
             ray.shutdown()
         raise
-    summary = RunSummary(title=job.title, out=out, items_total=len(job.items), shards_total=len(shards),
+    summary = RunSummary(title=job.title, out=job.out, items_total=len(job.items), shards_total=len(shards),
                          items_skipped=sum(len(shards[k]) for k in done) - sum(map(len, retry.values())),
                          notes=list(job.notes))
 
@@ -252,7 +272,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         entries = list(zip((job.items[i] for i in shards[k]),
                            shard_writer.shard_rows(job.layout, k, n_samples, shards[k]), strict=True))
         again = {"run": retry_run, "keys": retry[k]} if k in retry else None
-        return remote.remote(str(out), attrs, k, entries, job.step, job.options, timeout_s, nonce, again)
+        return remote.remote(out.url, attrs, k, entries, job.step, job.options, timeout_s, nonce, again)
 
     from tqdm import tqdm
 
@@ -301,6 +321,11 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
         if started_ray:
             ray.shutdown()
     summary.failures = shard_writer.write_failures(out)
+    corrupt = write_index(out) if todo or not sample_index.is_current(out, nonce) else []
+    if corrupt:
+        summary.notes.append(f"{len(corrupt)} shards left out of the store: their files are not what their markers "
+                             f"record (first: shard {corrupt[0]['shard']}, {corrupt[0]['reason']}); "
+                             "--retry-failed redoes them")
     summary.seconds = time.perf_counter() - t0
     summary.store_bytes = shard_writer.store_bytes(out)
     return summary

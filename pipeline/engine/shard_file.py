@@ -27,7 +27,6 @@ array-to-array codec such as ``transpose``, a codec beyond those three) gives
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -44,9 +43,11 @@ class ShardSpec:
     """How one sharded array stores its shards. ``shard``/``chunk``: shapes (sample axis
     first); ``grid``: inner chunks per shard along each axis; ``encoders``: numcodecs objects
     applied in order after the bytes codec; ``key``: chunk coords -> path relative to the
-    array folder; ``index_at_end``: the index's place in the file."""
+    array folder; ``index_at_end``: the index's place in the file. Files are read and written
+    through ``loc`` (``schemas.storage``: a local folder or an object-store prefix)."""
 
-    folder: Path
+    loc: object            # schemas.storage.Location of the store (or of the array folder)
+    prefix: str            # the array's key prefix in ``loc`` ("rgb"; "" when loc is the array folder)
     dtype: np.dtype
     shard: tuple
     chunk: tuple
@@ -56,11 +57,14 @@ class ShardSpec:
     index_at_end: bool
 
     @classmethod
-    def of(cls, array, folder: Path) -> ShardSpec | None:
-        """The spec of a zarr-python v3 ``Array`` stored in ``folder``, or None if its codecs
-        are not ones this module writes (the caller then writes it through zarr-python)."""
+    def of(cls, array, where, prefix: str = "") -> ShardSpec | None:
+        """The spec of a zarr-python v3 ``Array`` stored under key ``prefix`` of ``where`` (a
+        Location, path or URL; a path may be the array's own folder with ``prefix`` ""), or None if
+        its codecs are not ones this module writes (the caller then writes it through zarr-python)."""
         from numcodecs import Blosc, Zstd
         from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+
+        from schemas.storage import open_location
 
         meta = array.metadata
         if getattr(meta, "zarr_format", None) != 3 or len(meta.codecs) != 1:
@@ -91,14 +95,20 @@ class ShardSpec:
         chunk = tuple(sharding.chunk_shape)
         if chunk[0] != 1 or any(s % c for s, c in zip(shard, chunk, strict=True)) or tuple(meta.shape[1:]) != shard[1:]:
             return None  # rows of one chunk each, chunks tiling the shard, one shard across a row
-        return cls(folder=Path(folder), dtype=np.dtype(meta.dtype.to_native_dtype()).newbyteorder("<"),
+        return cls(loc=open_location(where), prefix=prefix, dtype=np.dtype(meta.dtype.to_native_dtype()).newbyteorder("<"),
                    shard=shard, chunk=chunk, grid=tuple(s // c for s, c in zip(shard, chunk, strict=True)),
                    encoders=tuple(encoders), key=meta.encode_chunk_key,
                    index_at_end=sharding.index_location.value == "end")
 
+    def file_key(self, shard: int) -> str:
+        """The key of shard ``shard``'s file (rows [shard*S, (shard+1)*S)) in ``loc``."""
+        from schemas.storage import join
+
+        return join(self.prefix, self.key((shard,) + (0,) * (len(self.shard) - 1)))
+
     def path(self, shard: int) -> Path:
-        """The file of shard ``shard`` (rows [shard*S, (shard+1)*S))."""
-        return self.folder / self.key((shard,) + (0,) * (len(self.shard) - 1))
+        """The file of shard ``shard`` on a local store."""
+        return self.loc.path(self.file_key(shard))
 
     def encode_row(self, row: int, value: np.ndarray) -> dict[tuple, bytes]:
         """Encoded inner chunks of one row (``row``: index inside the shard, 0..S-1) of
@@ -156,32 +166,29 @@ class ShardSpec:
         return out
 
     def read(self, shard: int) -> dict[tuple, bytes]:
-        """Encoded chunks in shard ``shard``'s file now ({} if there is none)."""
+        """Encoded chunks in shard ``shard``'s file now ({} if there is none); ValueError if the
+        file is corrupt (short, or its index fails its checksum)."""
         try:
-            return self.unpack(self.path(shard).read_bytes())
+            return self.unpack(self.loc.read_bytes(self.file_key(shard)))
         except FileNotFoundError:
             return {}
 
-    def write(self, shard: int, chunks: dict[tuple, bytes]) -> int:
-        """Replace shard ``shard``'s file atomically (temp file + rename; no file if empty).
-        Returns bytes written."""
-        if not self.folder.is_dir():  # the store was removed or replaced: never recreate it
-            raise FileNotFoundError(f"array folder {self.folder} is gone")
-        path = self.path(shard)
+    def write(self, shard: int, chunks: dict[tuple, bytes]) -> list:
+        """Replace shard ``shard``'s file atomically and durably (``Location.write_bytes``: temp file,
+        fsync and rename on a filesystem, one PUT on an object store; no file if empty). Returns
+        ``[nbytes, crc32c]`` of the file (``[0, None]``: no file), which the shard's marker records so
+        that readers can check the file is the one written."""
+        from schemas.storage import file_crc, join
+
+        if not self.loc.exists(join(self.prefix, "zarr.json")):  # the store was removed or replaced
+            raise FileNotFoundError(f"array {self.prefix or self.loc} is gone")
+        key = self.file_key(shard)
         data = self.pack(chunks)
         if data is None:
-            path.unlink(missing_ok=True)
-            return 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer killed mid-write
-            stale.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return len(data)
+            self.loc.delete(key)
+            return [0, None]
+        self.loc.write_bytes(key, data, sweep=True)  # sweep: temp files of a writer killed mid-write
+        return [len(data), file_crc(data)]
 
 
 def _little(codec) -> bool:

@@ -26,16 +26,22 @@ does not reset the death count), re-runs those items into their own rows, keeps 
 other record as it was, and replaces the marker atomically (``run`` is listed in its
 ``retries``); readers see the old marker or the new one, never a partial one.
 
-Two attempts never work on one shard at once: an attempt holds an exclusive ``flock`` on
-the journal for its whole run (a Ray retry waits for an orphaned attempt of a killed
-driver to finish). Every store creation has a nonce; an attempt that belongs to a store
-since replaced (``--overwrite``) writes nothing more.
+Two attempts never work on one shard at once: an attempt holds the shard for its whole run
+(an exclusive ``flock`` on the journal file; on an object store a lease object taken with a
+conditional PUT, ``pipeline.engine.journal``), so a Ray retry, or a second driver on the same
+store, waits for an orphaned attempt of a killed driver to finish and then finds its marker.
+Every store creation has a nonce; an attempt that belongs to a store since replaced
+(``--overwrite``), or that lost its lease, writes nothing more.
+
+Durability: each shard file is written atomically and durably (fsync, or one PUT) before the
+journal's ``flushed`` line and the marker that name it (``schemas.storage``); the marker records
+each file's size and CRC-32C, which readers check (``schemas.index``). A StorageError (no space,
+writes refused) is never blamed on an item: it ends the task, and the runner stops.
 """
 
 from __future__ import annotations
 
 import faulthandler
-import fcntl
 import importlib
 import json
 import os
@@ -49,8 +55,10 @@ from pathlib import Path
 from numcodecs import blosc
 
 from pipeline.engine import shard_writer
-from pipeline.errors import StepFailed
+from pipeline.engine.journal import ShardJournal
+from pipeline.errors import StepFailed, StorageError
 from schemas import SchemaError, StoreLayout
+from schemas.storage import open_location
 from schemas.store import SAMPLE_ATTRS
 
 # A step's sample may carry this key: {stage: seconds} for the whole item (e.g. fetch, load,
@@ -103,15 +111,27 @@ class JournalState:
     made: dict
 
 
-def read_journal(path: Path) -> JournalState:
+def read_journal(source) -> JournalState:
+    """The state of a shard's journal. ``source``: the journal's text, a local journal file (Path),
+    or a ``journal.ShardJournal``."""
+    if isinstance(source, ShardJournal):
+        text = source.read_text()
+    elif isinstance(source, Path):
+        text = source.read_text() if source.exists() else ""
+    else:
+        text = source
+    return parse_journal(text)
+
+
+def parse_journal(text: str) -> JournalState:
     ended: dict[str, dict] = {}
     made: dict[str, dict] = {}  # ok items whose rows were in memory, not yet in a "flushed" line
     started: list[tuple[str, float]] = []
     starts: Counter = Counter()
     timed_out: set[str] = set()
     runs: set[str] = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if text:
+        for line in text.splitlines():
             kind, _, rest = line.partition(" ")
             try:
                 rec = json.loads(rest) if kind in ("start", "end", "retry", "flushed") else None
@@ -162,20 +182,22 @@ class _Watchdog:
 
     def __init__(self, seconds: float, journal, key: str):
         self.seconds = seconds
-        self._journal = journal
+        self._journal = journal  # the attempt's log (``journal.ShardJournal.attempt``)
         self._timer = threading.Timer(seconds, self._fire, args=(journal, key))
         self._timer.daemon = True
 
     @staticmethod
     def _fire(journal, key):
-        journal.write(f"timeout {key}\n")
-        journal.flush()
-        os.fsync(journal.fileno())
-        os._exit(86)  # Ray sees a dead worker and retries the task; the journal says why
+        try:
+            journal.log(f"timeout {key}", durable=True)
+        finally:
+            os._exit(86)  # Ray sees a dead worker and retries the task; the journal says why
 
     def __enter__(self):
         self._timer.start()
-        faulthandler.dump_traceback_later(self.seconds + self.GRACE_S, exit=True, file=self._journal)
+        # an object-store journal cannot take a file descriptor: its traceback goes to the worker's
+        # log, and an item that starves the timer thread is then seen as a crash, not a timeout
+        faulthandler.dump_traceback_later(self.seconds + self.GRACE_S, exit=True, file=self._journal.fault_file)
         return self
 
     def __exit__(self, *exc):
@@ -191,21 +213,8 @@ def _one_line(e: BaseException) -> str:
 POISONED = "the worker process died twice on this item (segfault or out of memory)"
 
 
-def _lock(journal, seconds: float) -> None:
-    """Exclusive lock on the shard's journal; waits for another live attempt to finish."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("another attempt has held this shard for too long") from None
-            time.sleep(0.5)
-
-
-def _same_store(out: Path, nonce: str) -> bool:
-    manifest = shard_writer.read_manifest(out)
+def _same_store(loc, nonce: str) -> bool:
+    manifest = shard_writer.read_manifest(loc)
     return manifest is not None and manifest.get("nonce") == nonce
 
 
@@ -217,54 +226,64 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
     belongs to; ``retry``: ``{"run": id, "keys": [...]}`` to re-run recorded failures of a
     finished shard (``--retry-failed``). Returns the marker dict.
     """
-    out_path = Path(out)
+    loc = open_location(out)
     layout = StoreLayout.from_attrs(layout_attrs)
     step = resolve_step(step_ref)
     blosc.set_nthreads(1)  # a worker is one core (see runner.WORKER_ENV)
-    jpath = shard_writer.journal_path(out_path, shard)
+    journal = ShardJournal(loc, shard)
     records = []
-    with open(jpath, "a") as journal:
-        _lock(journal, timeout_s * (len(items) + 1) + 60)
+    last_write = journal.last_write()  # when the previous attempt last wrote (see _Watchdog)
+    with journal.attempt(timeout_s * (len(items) + 1) + 60) as att:
         stale = {"shard": shard, "items": [], "stale": True}
-        if not _same_store(out_path, nonce):
+
+        def current() -> bool:
+            """Still this store (not replaced by --overwrite) and still our shard (lease held)."""
+            return att.held() and _same_store(loc, nonce)
+
+        if not current():
             return stale  # the store was replaced while this task waited
-        last_write = jpath.stat().st_mtime  # when the previous attempt last wrote (see _Watchdog)
-        mpath = shard_writer.marker_path(out_path, shard)
-        old = json.loads(mpath.read_text()) if mpath.exists() else None
+        try:
+            old = loc.read_json_or_none(shard_writer.marker_key(shard))
+        except ValueError:
+            old = None  # a marker that cannot be parsed: the shard is redone (--retry-failed)
         if old is not None and (retry is None or retry["run"] in old.get("retries", [])):
             return old  # an earlier attempt finished it (this retry run included)
-        state = read_journal(jpath)
-        buffer = shard_writer.ShardRows(out_path, layout, shard)
+        state = read_journal(journal)
+        buffer = shard_writer.ShardRows(loc, layout, shard)
         unwritten: list[str] = []  # ok items whose rows are in the buffer
+        written: set[int] = set()  # rows (inside the shard) of ok items already in the shard files
+        S = layout.samples_per_shard
         flush_s = 0.0
 
         def flush() -> bool:
-            """Write the buffered rows (unless the store was replaced), then journal them."""
+            """Write the buffered rows (unless the store was replaced), then journal them. Rows of
+            items finished earlier are kept; other rows of the old files are dropped."""
             nonlocal flush_s
             t_flush = time.perf_counter()
-            with _Watchdog(timeout_s, journal, "(flush)"):
-                if not buffer.flush(check=lambda: _same_store(out_path, nonce)):
+            with _Watchdog(timeout_s, att, "(flush)"):
+                if not buffer.flush(check=current, keep=set(written)):
                     return False
+            written.update(r % S for it, rows in items if it.key in unwritten for r in rows)
             log("flushed " + json.dumps({"keys": unwritten}))
             unwritten.clear()
             flush_s += time.perf_counter() - t_flush
             return True
 
         def log(line: str) -> None:
-            journal.write(line + "\n")
-            journal.flush()
+            att.log(line)
 
         if retry is not None and retry["run"] not in state.runs:
             log("retry " + json.dumps(retry))
-            state = read_journal(jpath)
+            state = read_journal(journal)
         for rec in (old or {}).get("items", []):
             if retry is None or rec["key"] not in retry["keys"]:
                 state.ended.setdefault(rec["key"], rec)
         ended = state.ended
+        written.update(r % S for rec in ended.values() if rec.get("ok") for r in rec["rows"])
         if state.dangling is not None:
             key, started = state.dangling
             rows = next((r for it, r in items if it.key == key), [])
-            if key in state.timed_out or last_write - started >= timeout_s:
+            if key in state.timed_out or (last_write is not None and last_write - started >= timeout_s):
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "timeout",
                               "reason": f"took longer than {timeout_s:g} s and was killed", "seconds": None}
                 log("end " + json.dumps(ended[key]))
@@ -281,7 +300,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
             t0 = time.perf_counter()
             rec = {"key": item.key, "rows": rows, "ok": True, "stage": None, "reason": None}
             try:
-                with _Watchdog(timeout_s, journal, item.key):
+                with _Watchdog(timeout_s, att, item.key):
                     samples = step(item, options)
                     timings = {}
                     for s in samples:
@@ -289,7 +308,7 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                             timings.update(s.pop(STEP_TIMINGS, None) or {})
                     if len(samples) != item.n_samples:
                         raise StepFailed("step", f"returned {len(samples)} samples, expected {item.n_samples}")
-                    if not _same_store(out_path, nonce):
+                    if not current():
                         return stale
                     skipped = Counter(s.reason for s in samples if isinstance(s, Skipped))
                     kept = [(r, s) for r, s in zip(rows, samples, strict=True) if not isinstance(s, Skipped)]
@@ -309,6 +328,8 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                     rec["detail"] = str(e.detail)[:2000]
             except SchemaError as e:
                 rec.update(ok=False, stage="schema", reason="a sample breaks the store contract", detail=str(e)[:2000])
+            except StorageError:
+                raise  # the device or bucket refuses writes: no item is at fault
             except Exception as e:  # noqa: BLE001  (a bug on one object must not stop the run)
                 rec.update(ok=False, stage="error", reason=f"unexpected {type(e).__name__} in the step",
                            detail=_one_line(e))
@@ -320,9 +341,10 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                 unwritten.append(item.key)
             if buffer.nbytes > FLUSH_BYTES and not flush():
                 return stale
-        if not flush() or not _same_store(out_path, nonce):  # checked again: a flush takes a while
+        if not flush() or not current():  # checked again: a flush takes a while
             return stale
         retries = (old or {}).get("retries", []) + ([retry["run"]] if retry else [])
-        shard_writer.write_marker(out_path, shard, records, retries=retries, flush_seconds=round(flush_s, 4))
+        # the shard files are durable (fsync / PUT) before the marker that names them
+        shard_writer.write_marker(loc, shard, records, retries=retries, flush_seconds=round(flush_s, 4),
+                                  files=buffer.file_records())
     return {"shard": shard, "items": records, "retries": retries}
-

@@ -1,39 +1,48 @@
-"""Writing stores: layout on disk, shard planning, sample writes, completion markers.
+"""Writing stores: layout, shard planning, sample writes, completion markers.
 
-On disk (one folder, a Zarr v3 group)::
+A store is one Zarr v3 group in a folder or under an object-store prefix (``schemas.storage``;
+every file below is read and written through a ``Location``)::
 
-    STORE/zarr.json              group; attributes = StoreLayout.to_attrs() (the contract)
+    STORE/zarr.json              group; attributes = StoreLayout.to_attrs() (the contract), and the
+                                 consolidated metadata of every array (one read opens the store)
     STORE/<array>/...            one Zarr array per contract array, N rows (samples) first,
                                  sharded S rows per shard, chunked per read (one frame/layer)
     STORE/manifest.json          the run: title, fingerprint, options, counts (written last
-                                 at creation: a folder without it is an unfinished creation)
+                                 at creation: a store without it is an unfinished creation)
     STORE/_shards/<k>.json       completion marker of shard k: one record per item
-                                 (key, rows, ok, stage, reason, detail, seconds, attrs);
+                                 (key, rows, ok, stage, reason, detail, seconds, attrs) and the
+                                 [nbytes, crc32c] of each array's shard file ("files");
                                  readers see only rows of shards that have one
-    STORE/_shards/<k>.journal    per-attempt journal (start/end/retry lines) used to resume a
-                                 shard inside a crashed or timed-out task
+    STORE/_shards/<k>.journal    the shard's journal (start/end/flushed/retry lines) used to resume
+                                 a shard inside a crashed or timed-out task; on an object store
+                                 STORE/_journal/<k>/ (``pipeline.engine.journal``)
+    STORE/_index/                the sample index (``schemas.index``), rebuilt at the end of a run
     STORE/failures.jsonl         all failed items (rebuilt from the markers at the end of a run)
 
 One task owns one shard index k: it writes rows [k*S, (k+1)*S) of every array and then
 the marker. Rows are compressed as items are made and each array's shard file is written once
-(``ShardRows``, with our own ``shard_file`` encoder), by temp file + rename, so a killed task
-never leaves a torn file; an unmarked shard is simply redone.
+(``ShardRows``, with our own ``shard_file`` encoder), atomically and durably (temp file, fsync,
+rename on a filesystem; one PUT on an object store), before the marker, so a killed task (or a
+node that loses power) never leaves a torn file or a marker without its data; an unmarked shard
+is simply redone.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
+import warnings
 from pathlib import Path
 
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from pipeline.engine import shard_file
+from pipeline.engine.journal import journal_key
 from schemas import StoreLayout, validate_sample
+from schemas.index import marker_shards
 from schemas.reader import SHARDS_DIR
+from schemas.storage import file_crc, mapped_errors, open_location
 from schemas.store import SCHEMA_NAME
 
 MANIFEST = "manifest.json"
@@ -111,50 +120,57 @@ def shard_rows(layout: StoreLayout, shard: int, n_samples: list[int], items: lis
     return out
 
 
-def is_store(out: Path) -> bool:
-    """True if ``out`` holds a manivideo store (finished creating or not)."""
-    meta = Path(out) / "zarr.json"
+def is_store(out) -> bool:
+    """True if ``out`` (a path, URL or Location) holds a manivideo store (finished creating or not)."""
     try:
-        return json.loads(meta.read_text()).get("attributes", {}).get("schema") == SCHEMA_NAME
-    except (OSError, ValueError):
+        return open_location(out).read_json("zarr.json").get("attributes", {}).get("schema") == SCHEMA_NAME
+    except (OSError, ValueError, AttributeError):
         return False
 
 
-def create_store(out: Path, layout: StoreLayout, n_shards: int, manifest: dict) -> None:
-    """Create the group and every array (shape N = n_shards * S); the manifest last.
+def create_store(out, layout: StoreLayout, n_shards: int, manifest: dict) -> None:
+    """Create the group and every array (shape N = n_shards * S), consolidate the Zarr metadata
+    (one read opens the group and its arrays: one GET on an object store), make it durable, and
+    write the manifest last.
 
-    ``out`` must be absent, empty, or a manivideo store (which is replaced); the caller checks.
+    ``out`` (a path, URL or Location) must be absent, empty, or a manivideo store (which is
+    replaced); the caller checks.
     """
-    out = Path(out)
-    if out.exists():
-        if any(out.iterdir()) and not is_store(out):
-            raise RuntimeError(f"refusing to replace {out}: not a manivideo store")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    group = zarr.open_group(str(out), mode="w", zarr_format=3, attributes=layout.to_attrs())
-    S = layout.samples_per_shard
-    n_rows = max(1, n_shards) * S
-    for spec in layout.arrays:
-        shape, chunk = layout.sample_shape(spec.name), layout.chunk_shape(spec.name)
-        filters, compressors = codecs_for(spec.codec, 1 + len(shape))
-        group.create_array(
-            spec.name, shape=(n_rows, *shape), dtype=spec.dtype, chunks=(1, *chunk), shards=(S, *shape),
-            filters=filters, compressors=compressors, fill_value=0, config={"write_empty_chunks": False},
-            attributes={"unit": spec.unit, "doc": spec.doc},
-        )
-    (out / SHARDS_DIR).mkdir()
-    _atomic_write_json(out / MANIFEST, manifest)
+    loc = open_location(out)
+    if not loc.is_empty():
+        if not is_store(loc):
+            raise RuntimeError(f"refusing to replace {loc}: not a manivideo store")
+        loc.remove_all()
+    if loc.is_local:
+        loc.root.mkdir(parents=True)
+    with mapped_errors(str(loc)):
+        store = loc.zarr_store(read_only=False)
+        group = zarr.open_group(store, mode="w", zarr_format=3, attributes=layout.to_attrs())
+        S = layout.samples_per_shard
+        n_rows = max(1, n_shards) * S
+        for spec in layout.arrays:
+            shape, chunk = layout.sample_shape(spec.name), layout.chunk_shape(spec.name)
+            filters, compressors = codecs_for(spec.codec, 1 + len(shape))
+            group.create_array(
+                spec.name, shape=(n_rows, *shape), dtype=spec.dtype, chunks=(1, *chunk), shards=(S, *shape),
+                filters=filters, compressors=compressors, fill_value=0, config={"write_empty_chunks": False},
+                attributes={"unit": spec.unit, "doc": spec.doc},
+            )
+        with warnings.catch_warnings():  # an extension of the v3 group metadata: readers that do not know
+            warnings.simplefilter("ignore")  # it open each array's own zarr.json (tests/schemas/test_codecs.py)
+            zarr.consolidate_metadata(store)
+        if loc.is_local:
+            (loc.root / SHARDS_DIR).mkdir()
+        loc.sync()  # zarr's own writes are not fsynced: make them durable before the manifest
+    loc.write_json(MANIFEST, manifest)
 
 
-def read_manifest(out: Path) -> dict | None:
-    path = Path(out) / MANIFEST
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+def read_manifest(out) -> dict | None:
+    return open_location(out).read_json_or_none(MANIFEST)
 
 
-def open_arrays(out: Path, layout: StoreLayout) -> dict[str, zarr.Array]:
-    group = zarr.open_group(str(out), mode="r+")
+def open_arrays(out, layout: StoreLayout) -> dict[str, zarr.Array]:
+    group = zarr.open_group(open_location(out).zarr_store(read_only=False), mode="r+")
     return {spec.name: group[spec.name] for spec in layout.arrays}
 
 
@@ -169,13 +185,15 @@ class ShardRows:
     written through zarr-python at ``add``.
     """
 
-    def __init__(self, out: Path, layout: StoreLayout, shard: int):
+    def __init__(self, out, layout: StoreLayout, shard: int):
         self.layout, self.shard = layout, shard
-        self.arrays = open_arrays(out, layout)
-        self.specs = {name: shard_file.ShardSpec.of(arr, Path(out) / name) for name, arr in self.arrays.items()}
+        self.loc = open_location(out)
+        self.arrays = open_arrays(self.loc, layout)
+        self.specs = {name: shard_file.ShardSpec.of(arr, self.loc, name) for name, arr in self.arrays.items()}
         self.chunks: dict[str, dict[tuple, bytes]] = {name: {} for name, s in self.specs.items() if s is not None}
         self.rows: set[int] = set()  # rows inside the shard (0..S-1) held here
         self.nbytes = 0
+        self.files: dict[str, list] = {}  # array -> [nbytes, crc32c] of the file this buffer last wrote
 
     def add(self, rows: list[int], samples: list[dict]) -> None:
         """Check and compress ``samples`` for store rows ``rows`` (all in this shard). Raises
@@ -202,9 +220,12 @@ class ShardRows:
             self.nbytes += sum(map(len, new[name].values()))
         self.rows |= made
 
-    def flush(self, check=None) -> bool:
+    def flush(self, check=None, keep: set[int] | None = None) -> bool:
         """Write the held rows into the shard files (each array's file replaced atomically),
-        keeping the chunks of other rows already there. ``check``: called before each file;
+        keeping the chunks of other rows already there: all of them (``keep`` None), or only those
+        of the rows in ``keep`` (rows inside the shard whose items are finished and written; an
+        empty ``keep`` never reads the old file, so a corrupt one is simply replaced). A corrupt
+        old file whose rows must be kept raises ShardCorrupt. ``check``: called before each file;
         False stops the flush (the store was replaced) and returns False."""
         if not self.rows:
             return True
@@ -212,14 +233,41 @@ class ShardRows:
             if check is not None and not check():
                 return False
             spec = self.specs[name]
-            chunks = {k: v for k, v in spec.read(self.shard).items() if k[0] not in self.rows}
+            chunks = {}
+            if keep is None or keep - self.rows:
+                try:
+                    old = spec.read(self.shard)
+                except ValueError as e:
+                    raise ShardCorrupt(f"{name} file of shard {self.shard} is corrupt ({e}) and holds rows "
+                                       "of finished items; redo the shard (--retry-failed)") from None
+                chunks = {k: v for k, v in old.items() if k[0] not in self.rows and (keep is None or k[0] in keep)}
             chunks.update(held)
-            spec.write(self.shard, chunks)
+            self.files[name] = spec.write(self.shard, chunks)
         for held in self.chunks.values():
             held.clear()
         self.rows.clear()
         self.nbytes = 0
         return True
+
+    def file_records(self) -> dict[str, list]:
+        """[nbytes, crc32c] of every array's shard file as it is now ([0, None]: no file), for the
+        marker: what this buffer wrote, else (a resumed attempt with nothing left to write) read back."""
+        out = {}
+        for name, spec in self.specs.items():
+            if spec is None:
+                continue  # written through zarr-python: not checked
+            if name not in self.files:
+                try:
+                    data = self.loc.read_bytes(spec.file_key(self.shard))
+                    self.files[name] = [len(data), file_crc(data)]
+                except FileNotFoundError:
+                    self.files[name] = [0, None]
+            out[name] = self.files[name]
+        return out
+
+
+class ShardCorrupt(RuntimeError):
+    """A shard file cannot be decoded (the shard must be redone as a whole)."""
 
 
 def write_samples(out: Path, layout: StoreLayout, rows: list[int], samples: list[dict]) -> None:
@@ -235,54 +283,64 @@ def write_samples(out: Path, layout: StoreLayout, rows: list[int], samples: list
         buf.flush()
 
 
-def marker_path(out: Path, shard: int) -> Path:
-    return Path(out) / SHARDS_DIR / f"{shard:07d}.json"
+def marker_key(shard: int) -> str:
+    return f"{SHARDS_DIR}/{shard:07d}.json"
 
 
-def journal_path(out: Path, shard: int) -> Path:
-    return Path(out) / SHARDS_DIR / f"{shard:07d}.journal"
+def marker_path(out, shard: int) -> Path:
+    """The marker file of a local store."""
+    return Path(out) / marker_key(shard)
 
 
-def completed_shards(out: Path) -> set[int]:
-    """Shard indices that have a completion marker (resume = list the markers)."""
-    d = Path(out) / SHARDS_DIR
-    if not d.exists():
-        return set()
-    return {int(e.name[:-5]) for e in os.scandir(d) if e.name.endswith(".json") and e.name[:-5].isdigit()}
+def journal_path(out, shard: int) -> Path:
+    """The journal file of a local store (object stores: ``journal.ShardJournal``)."""
+    return Path(out) / journal_key(shard)
 
 
-def write_marker(out: Path, shard: int, records: list[dict], retries: list[str] | None = None,
-                 flush_seconds: float | None = None) -> None:
-    """Write (or replace, for ``--retry-failed``) shard k's marker atomically (temp file + rename).
+def completed_shards(out) -> set[int]:
+    """Shard indices that have a completion marker (resume = list the markers: one scandir, or a
+    LIST of ``_shards/`` on an object store, 1000 markers per request)."""
+    return marker_shards(open_location(out))
+
+
+def write_marker(out, shard: int, records: list[dict], retries: list[str] | None = None,
+                 flush_seconds: float | None = None, files: dict | None = None) -> None:
+    """Write (or replace, for ``--retry-failed``) shard k's marker atomically and durably (temp
+    file, fsync, rename; one PUT on an object store), after the shard's files are durable.
     ``retries``: the retry run ids already applied to this shard; ``flush_seconds``: the time
-    spent writing the shard's files (the items' own ``timings`` hold their compression)."""
+    spent writing the shard's files (the items' own ``timings`` hold their compression);
+    ``files``: array -> [nbytes, crc32c] of the shard's files (readers check them)."""
     marker = {"shard": shard, "finished": time.time(), "items": records}
     if flush_seconds is not None:
         marker["flush_seconds"] = flush_seconds
     if retries:
         marker["retries"] = list(retries)
-    _atomic_write_json(marker_path(out, shard), marker)
+    if files is not None:
+        marker["files"] = files
+    open_location(out).write_json(marker_key(shard), marker)
 
 
-def read_markers(out: Path) -> list[dict]:
-    return [json.loads(marker_path(out, k).read_text()) for k in sorted(completed_shards(out))]
+def read_markers(out) -> list[dict]:
+    """Every marker, in shard order (read concurrently on an object store); an unreadable marker
+    is left out (``schemas.index`` reports it)."""
+    loc = open_location(out)
+    shards = sorted(marker_shards(loc))
+    out_ = []
+    for raw in loc.read_many([marker_key(k) for k in shards]):
+        try:
+            out_.append(json.loads(raw))
+        except (TypeError, ValueError):
+            continue
+    return out_
 
 
-def write_failures(out: Path) -> list[dict]:
+def write_failures(out) -> list[dict]:
     """Rebuild failures.jsonl from the markers; returns the failure records."""
     failures = [r for m in read_markers(out) for r in m["items"] if not r["ok"]]
-    tmp = Path(out) / "failures.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in failures))
-    tmp.replace(Path(out) / "failures.jsonl")
+    open_location(out).write_bytes("failures.jsonl", "".join(json.dumps(r) + "\n" for r in failures).encode())
     return failures
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
-
-
-def store_bytes(out: Path) -> int:
-    """Bytes on disk of a store folder."""
-    return sum(e.stat().st_size for e in Path(out).rglob("*") if e.is_file())
+def store_bytes(out) -> int:
+    """Bytes of a store (every file under it)."""
+    return sum(open_location(out).list("").values())

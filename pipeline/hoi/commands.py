@@ -30,7 +30,7 @@ def render_hoi(
     root: Annotated[Path, typer.Option(help="dataset root (DexYCB: folder with calibration/, models/, subjects)")],
     mano_dir: Annotated[Path | None, typer.Option(help="folder with MANO_RIGHT/MANO_LEFT .pkl (https://mano.is.tue.mpg.de)")] = None,
     hand_model: Annotated[str, typer.Option(help="'mano' (your licensed files) or 'stand-in' (generated, not MANO)")] = "mano",
-    out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/hoi.zarr"),
+    out: Annotated[str, typer.Option(help="output store: a folder or an object-store URL (s3://...)")] = "out/hoi.zarr",
     subjects: Annotated[list[str] | None, typer.Option(help="subjects to use (name or suffix, repeatable)")] = None,
     sequences: Annotated[list[str] | None, typer.Option(help="sequences to use (repeatable)")] = None,
     cameras: Annotated[list[str] | None, typer.Option(

@@ -23,6 +23,7 @@ from pipeline.hoi.clip_sample import ObjectModel, build_sample, load_layer_objec
 from pipeline.hoi.datasets import get_adapter
 from schemas import LAYER_NAMES, StoreLayout
 from schemas.config import HoiConfig
+from schemas.storage import is_url
 from schemas.store import SAMPLE_ATTRS
 
 STEP = "pipeline.hoi.job:render_hoi_item"
@@ -99,7 +100,7 @@ def check_joint_agreement(attrs: dict, cfg: HoiConfig, frame_ids: list[int]) -> 
                      f"{frame_ids[0]}..{frame_ids[-1]}) > {cfg.max_joint_error_mm:g} mm: {why}")
 
 
-def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: dict, mano_dir: str | None,
+def build_job(dataset: str, root: Path, out: Path | str, cfg: HoiConfig, selection: dict, mano_dir: str | None,
               num_gpus_per_worker: float = 0.0, workers: int = 1) -> Job:
     """The Job of ``render-hoi``: lists items (UserError on a bad root/selection) and checks the hand model.
     ``cfg.samples_per_shard == 0`` picks the shard size (HOI samples are big: at most 8)."""
@@ -114,11 +115,11 @@ def build_job(dataset: str, root: Path, out: Path, cfg: HoiConfig, selection: di
         notes.append(f"{adapter.skipped_windows} window{'s' if adapter.skipped_windows != 1 else ''} skipped: fewer "
                      f"than {selection['min_valid_frames']:.0%} of frames with a hand (--min-valid-frames)")
     if cfg.samples_per_shard == 0 and items:
-        size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, Path(out), cap=8)
+        size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, out, cap=8)
         cfg = dataclasses.replace(cfg, samples_per_shard=max(size, max(i.n_samples for i in items)))
     options = {"dataset": dataset, "root": str(Path(root).resolve()),
                "mano_dir": str(Path(mano_dir).resolve()) if mano_dir else None, "selection": selection,
                "hoi": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}  # timeouts do not change output
     model_name = "stand-in hand (not MANO)" if cfg.hand_model == "stand-in" else "MANO"
-    return Job(out=Path(out), layout=hoi_layout(cfg), items=items, step=STEP, options=options,
+    return Job(out=out if is_url(out) else Path(out), layout=hoi_layout(cfg), items=items, step=STEP, options=options,
                title=f"render-hoi {dataset} ({model_name})", num_gpus_per_worker=num_gpus_per_worker, notes=notes)

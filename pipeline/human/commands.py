@@ -15,7 +15,7 @@ from schemas.config import MAX_PADDING
 def render_human(
     root: Annotated[Path, typer.Option(help="folder of person videos: <video>/images/*.png (TikTok layout) "
                                             "or .mp4/.webm files")],
-    out: Annotated[Path, typer.Option(help="output store folder")] = Path("out/human.zarr"),
+    out: Annotated[str, typer.Option(help="output store: a folder or an object-store URL (s3://...)")] = "out/human.zarr",
     frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = 16,
     stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,

@@ -28,6 +28,7 @@ from pipeline.human.video import (
     read_masks,
 )
 from schemas import StoreLayout
+from schemas.storage import is_url
 
 STEP = "pipeline.human.job:render_human_item"
 
@@ -105,14 +106,14 @@ def list_items(root: Path, cfg: HumanConfig) -> tuple[list[WorkItem], list[str]]
     return items, notes
 
 
-def build_job(root: Path, out: Path, cfg: HumanConfig, workers: int = 1) -> Job:
+def build_job(root: Path, out: Path | str, cfg: HumanConfig, workers: int = 1) -> Job:
     """The Job of ``render-human`` (UserError on a bad root or missing keypoint source)."""
     items, notes = list_items(Path(root), cfg)
     if cfg.samples_per_shard == 0:
-        size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, Path(out), cap=8)
+        size = auto_samples_per_shard(sum(i.n_samples for i in items), workers, out, cap=8)
         cfg = dataclasses.replace(cfg, samples_per_shard=max(size, max(i.n_samples for i in items)))
     sources = sorted({keypoint_source(VideoSource.from_locator(i.key, i.locator)) for i in items})
     options = {"root": str(Path(root).resolve()),
                "human": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}
-    return Job(out=Path(out), layout=human_layout(cfg), items=items, step=STEP, options=options,
+    return Job(out=out if is_url(out) else Path(out), layout=human_layout(cfg), items=items, step=STEP, options=options,
                title=f"render-human (keypoints: {', '.join(sources)})", notes=notes)

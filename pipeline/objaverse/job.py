@@ -22,6 +22,7 @@ from pipeline.objaverse.sample import objaverse_layout, render_object, timed
 from pipeline.objaverse.sources import builtin, local, objaverse_source, objaverse_xl
 from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
+from schemas.storage import is_url
 
 STEP = "pipeline.objaverse.job:objaverse_step"
 NAMED_SOURCES = ("builtin", "objaverse", "objaverse-xl")
@@ -92,7 +93,7 @@ def objaverse_step(item: WorkItem, options: dict) -> list[dict]:
         raise StepFailed("render", "rendering failed", f"{type(e).__name__}: {text[0][:300] if text else ''}") from None
 
 
-def build_job(source: str, out: Path, cfg: RenderConfig, limit: int | None = None, uids_file: str | None = None,
+def build_job(source: str, out: Path | str, cfg: RenderConfig, limit: int | None = None, uids_file: str | None = None,
               lvis: list[str] | None = None, cache_dir: str | None = None, workers: int = 1,
               xl_sources: list[str] | None = None, licenses: list[str] | None = None) -> Job:
     """The job for a source. ``cfg.samples_per_shard == 0`` picks the shard size automatically."""
@@ -100,12 +101,12 @@ def build_job(source: str, out: Path, cfg: RenderConfig, limit: int | None = Non
     items = list_items(source, limit, uids_file, lvis, cache_dir, cfg.clips_per_object, xl_sources, licenses, notes)
     if cfg.samples_per_shard == 0:
         total = sum(i.n_samples for i in items)
-        size = max(auto_samples_per_shard(total, workers, Path(out)), cfg.clips_per_object)
+        size = max(auto_samples_per_shard(total, workers, out), cfg.clips_per_object)
         cfg = dataclasses.replace(cfg, samples_per_shard=size)
     src = source if source in NAMED_SOURCES else str(Path(source).resolve())
     options = {"source": "local" if src not in NAMED_SOURCES else src,
                "cache_dir": str(cache_dir) if cache_dir else None,
                # the per-object timeout does not change the output: not part of the job's identity
                "render": {k: v for k, v in cfg.to_dict().items() if k != "timeout_s"}}
-    return Job(out=Path(out), layout=objaverse_layout(cfg), items=items, step=STEP, options=options,
+    return Job(out=out if is_url(out) else Path(out), layout=objaverse_layout(cfg), items=items, step=STEP, options=options,
                title=f"render-objaverse ({src})", notes=notes)

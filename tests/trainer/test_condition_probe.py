@@ -72,19 +72,21 @@ def _train(cfg, batch, steps, freeze_conditions=False):
 
 
 def test_training_makes_the_model_depend_on_its_conditions(objaverse_store):
-    """After a short training on two clips, giving each frame the other clip's conditions must raise the
+    """After a short training on two clips, giving each the other clip's conditions must raise the
     high-t loss: at high t the noisy latent hardly tells the clips apart, the conditions do. The same
     training with every condition path frozen (a model that ignores its conditions) shows no rise, so
     this test fails when the conditions are ignored (the old test only checked that the loss fell,
     which memorising from the noisy latent also gives)."""
+    # a narrower UNet than the preset's (16/32 channels) and a high learning rate: seconds on a CPU
     cfg = load_config("tiny", overrides={"stores": [str(objaverse_store)], "split": "all", "flip_p": 0.0,
-                                         "color_jitter": 0.0, "ref_dropout": 0.0, "stage1_lr": 2e-3})
+                                         "color_jitter": 0.0, "ref_dropout": 0.0, "stage1_lr": 3e-3,
+                                         "block_out_channels": [16, 32]})
     ds = MixedStores(cfg.stores, cfg, frames=1)
     assert len(ds.readers[0]) == 2
-    items = [ds.load(0, s, f) for s in range(2) for f in (0, 3)]
+    items = [ds.load(0, s, 0) for s in range(2)]
     batch = collate(items)
-    perm = derangement(["objaverse"] * 4, [s for s in range(2) for _ in range(2)])
-    pairs = fixed_pairs(4, 1, latent_channels(cfg), cfg.resolution // latent_factor(cfg), cfg.num_train_timesteps,
+    perm = derangement(["objaverse"] * 2, [0, 1])
+    pairs = fixed_pairs(2, 1, latent_channels(cfg), cfg.resolution // latent_factor(cfg), cfg.num_train_timesteps,
                         per_item=4, seed=3)
 
     def rise(model, sched):
@@ -93,9 +95,10 @@ def test_training_makes_the_model_depend_on_its_conditions(objaverse_store):
         return float(swapped["high"].mean() / own["high"].mean() - 1), float(own["high"].mean())
 
     untrained = rise(*_train(cfg, batch, 0))
-    used, loss_used = rise(*_train(cfg, batch, 40))
-    ignored, loss_ignored = rise(*_train(cfg, batch, 40, freeze_conditions=True))
+    used, loss_used = rise(*_train(cfg, batch, 60))
+    ignored, loss_ignored = rise(*_train(cfg, batch, 60, freeze_conditions=True))
     assert abs(untrained[0]) < 0.01, untrained                         # zero-initialised paths: no effect yet
+    print(f"swap rise: untrained {untrained[0]:+.4f}, trained {used:+.4f}, conditions ignored {ignored:+.4f}")
     assert used > 0.25, (used, loss_used)                              # trained: the conditions matter
     assert abs(ignored) < 0.02, ignored                                # conditions ignored: the probe says so
     assert loss_used < loss_ignored                                    # and using them predicts better

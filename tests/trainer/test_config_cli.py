@@ -67,8 +67,11 @@ def test_train_command_runs_and_missing_store_is_exit_2(objaverse_store, tmp_pat
 
 def test_config_errors_are_caught_before_training(tmp_path):
     with pytest.raises(ConfigError, match="v_prediction"):
-        load_config(overrides=["zero_terminal_snr=true"])  # epsilon is undefined at zero SNR
+        load_config(overrides=["zero_terminal_snr=true", "prediction_type=epsilon"])  # undefined at zero SNR
     load_config(overrides=["zero_terminal_snr=true", "prediction_type=v_prediction"])
+    load_config(overrides=["zero_terminal_snr=true"])  # the tiny preset predicts x0: defined at zero SNR
+    with pytest.raises(ConfigError, match="latent=vae"):
+        load_config(overrides=["pretrained_sd15=/somewhere"])  # SD's weights need SD's VAE, not pixel patches
     for bad in (["log_every=0"], ["sample_steps=0"], ["stage1_lr=-1"], ["num_workers=-1"]):
         with pytest.raises(ConfigError):
             load_config(overrides=bad)
