@@ -99,6 +99,13 @@ def _tensor(x):
     return torch.tensor(np.asarray(x, np.float32))
 
 
+def intrinsics() -> np.ndarray:
+    """[3,3] K of every demo camera: 848 x 480 with a 60-degree vertical field of view (f = 416 px),
+    so the hand-over (about 0.45 m wide at 0.6 m) fits inside the frame and crops need no padding."""
+    f = (H / 2) / np.tan(np.deg2rad(30))
+    return np.array([[f, 0.0, (W - 1) / 2], [0.0, f, (H - 1) / 2], [0.0, 0.0, 1.0]])
+
+
 def camera_poses(scene, n_frames: int) -> dict[str, np.ndarray]:
     """camera name -> [n_frames,4,4] camera -> scene (OpenCV axes) at the image frames: three
     static allocentric cameras on the scene's arc, and the egocentric one on a moving head."""
@@ -114,7 +121,7 @@ def foreground_masks(n_frames: int, seed: int = 0) -> dict[str, np.ndarray]:
     from pipeline.hoi.demo.foreground import render_foreground
 
     scene = handover_scene(MOCAP_PER_IMAGE * (n_frames - 1) + 1, seed)
-    K = scene.intrinsics(W, H)
+    K = intrinsics()
     try:
         return {c: np.stack([render_foreground(scene, P[k], K, W, H, k * MOCAP_PER_IMAGE) for k in range(n_frames)])
                 for c, P in camera_poses(scene, n_frames).items()}
@@ -170,7 +177,7 @@ def make_demo(out: Path, n_frames: int = 12, seed: int = 0) -> Path:
                        "world_tsl": _tensor(np.zeros((1, 3))), "body_pose": _tensor(np.tile(ident, (1, 21, 1))),
                        "left_hand_pose": _tensor(np.tile(ident, (1, 15, 1))),
                        "right_hand_pose": _tensor(np.tile(ident, (1, 15, 1)))} for fid in mocap_ids}
-    K = scene.intrinsics(W, H)
+    K = intrinsics()
     c2s = camera_poses(scene, n_frames)
     cam_intr = {c: {fid: K.copy() for fid in image_ids} for c in CAMERAS}
     cam_extr = {c: {fid: np.linalg.inv(WORLD_FROM_SCENE @ c2s[c][k]) for k, fid in enumerate(image_ids)} for c in CAMERAS}
