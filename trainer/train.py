@@ -173,8 +173,6 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(device)
-    # The frozen VAE keeps fp32 weights (checkpoints and the export must not round a pretrained
-    # VAE); its encode runs inside autocast, so the compute is low precision all the same.
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.lr(stage), cfg.adam8bit)
@@ -198,6 +196,11 @@ def train(cfg: TrainConfig, stage: str, init: str | None = None, resume: str | N
         step = ckpt["step"]
         set_rng_states(ckpt["rng"])
         log(f"resumed {resume} at step {step}")
+    if cfg.mixed_precision != "no" and device.type == "cuda":
+        # Frozen weights (VAE; stage 2: both UNets and the encoders) held in the autocast dtype:
+        # half their memory. Checkpoints and exports still write their float32 values (kept on the
+        # CPU by the model). CPU runs keep float32: validation samples there without autocast.
+        model.hold_frozen_in(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
