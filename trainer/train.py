@@ -72,10 +72,12 @@ def autocast(cfg: TrainConfig, device: torch.device):
 
 
 def diffusion_loss(model, raw: ManiVideoModel, batch: dict, scheduler: DDPMScheduler, gen: torch.Generator,
-                   cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+                   cfg: TrainConfig, device: torch.device, cond: dict | None = None) -> torch.Tensor:
     """Loss of one micro-batch. ``model`` is the module to call (DDP wrapper or the model),
-    ``raw`` the unwrapped model (VAE access). Returns a scalar float32 tensor."""
-    cond = prepare_batch(batch, cfg.mlo_mode, cfg.tau, cfg.resolution, device)
+    ``raw`` the unwrapped model (VAE access). ``cond``: ``prepare_batch``'s output, when already made
+    (benchmarks/memory_budget.py traces the step from there). Returns a scalar float32 tensor."""
+    if cond is None:
+        cond = prepare_batch(batch, cfg.mlo_mode, cfg.tau, cfg.resolution, device)
     b, f = cond["target"].shape[:2]
     with autocast(cfg, device):
         latents = raw.encode(cond["target"].flatten(0, 1)).unflatten(0, (b, f))          # B, F, 4, h, w
