@@ -17,8 +17,10 @@ What the rows are:
     kernels' saved tensors (e.g. GroupNorm outputs in float32 under CUDA autocast). A GPU figure is
     only what ``scripts/gpu_check.sh`` measures there; these are labelled "traced (CPU)".
 
-The prepared conditions (``prepare_batch``) are made for real, outside the trace (its flip is
-data-dependent), then handed to the step as fake tensors and counted as inputs.
+The prepared conditions (``prepare_batch``'s output) are made for real at 64^2 outside the trace
+(its flip is data-dependent), then handed to the step as fake tensors of the same layout at the
+step's resolution and counted as inputs; ``prepare_batch``'s own temporaries (on a GPU they come and
+go before the forward) are not in the trace.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ MARKER = "manivideo_random_sd15.json"  # written last: a folder without it is un
 GB = 2**30
 
 
-def write_random_sd15(folder: str | Path, seed: int = 0) -> Path:
+def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -> Path:
     """A diffusers SD1.5-layout folder (unet/, vae/ via ``save_pretrained``) with random weights,
     stored in float16 like SD1.5's fp16 files (1.8 GB; a float32 model loads them as float32).
     Reused when its marker exists; written to a temporary folder and renamed, so a killed run
-    leaves nothing that looks finished."""
+    leaves nothing that looks finished. ``preset``: tiny writes the tiny preset's layout (tests)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     folder = Path(folder)
@@ -57,7 +59,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0) -> Path:
         return folder
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    cfg = load_config("sd15")
+    cfg = load_config(preset)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float16)  # 1.7 GB for the UNet instead of 3.4 GB
     try:
@@ -66,7 +68,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0) -> Path:
         AutoencoderKL(**vae_config(cfg)).save_pretrained(tmp / "vae")
     finally:
         torch.set_default_dtype(default)
-    (tmp / MARKER).write_text(json.dumps({"layout": "SD1.5 (trainer.model.unet_config/vae_config of sd15)",
+    (tmp / MARKER).write_text(json.dumps({"layout": f"trainer.model.unet_config/vae_config of {preset}",
                                           "weights": "random", "seed": seed, "dtype": "float16"}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -136,8 +138,17 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def _fake(mode, cond: dict) -> dict:
-    return {k: mode.from_tensor(v) if torch.is_tensor(v) else v for k, v in cond.items()}
+def _at_resolution(cond: dict, r: int) -> dict:
+    """Fake tensors of ``cond``'s layout with image-shaped entries ([..., R, R]) at side ``r``
+    (call inside the fake mode; nothing is allocated)."""
+    side = next(v.shape[-1] for k, v in cond.items() if k == "target")
+    out = {}
+    for k, v in cond.items():
+        if torch.is_tensor(v) and v.dim() >= 4 and v.shape[-2:] == (side, side):
+            out[k] = torch.empty(*v.shape[:-2], r, r, dtype=v.dtype)
+        else:
+            out[k] = torch.empty(v.shape, dtype=v.dtype) if torch.is_tensor(v) else v
+    return out
 
 
 def configure_before(model) -> None:
@@ -151,12 +162,13 @@ def configure_before(model) -> None:
 
 def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, before: bool = False,
                frames: int | None = None, batch: int | None = None, resolution: int | None = None,
-               foreach: bool | None = None) -> dict:
+               foreach: bool | None = None, preset: str = "sd15", fake: bool = True) -> dict:
     """One bf16 training step of the sd15 preset built from ``folder``; returns bytes by kind.
 
     ``before``: the code as it was before the memory work (frozen weights float32, per-frame
     reference K/V, one VAE call, motion modules not checkpointed). ``frames``/``batch``/``resolution``
-    default to the paper's (stage 1: batch 4; stage 2: 24 frames, batch 1; 512^2)."""
+    default to the paper's (stage 1: batch 4; stage 2: 24 frames, batch 1; 512^2). ``fake=False``
+    runs the same step for real (tests compare the two on the tiny preset)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     over = dict(pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
     if frames:
@@ -165,14 +177,14 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
         over["stage1_batch" if stage == "stage1" else "stage2_batch"] = batch
     if resolution:
         over["resolution"] = resolution
-    cfg = load_config("sd15", overrides=over)
+    cfg = load_config(preset, overrides=over)
     f = 1 if stage == "stage1" else cfg.frames
     b = cfg.batch(stage)
     cpu = torch.device("cpu")
-    cond = prepare_batch(synthetic_batch(b, f, cfg.resolution), cfg.mlo_mode, cfg.tau, cfg.resolution, cpu)
+    small = prepare_batch(synthetic_batch(b, f, 64), cfg.mlo_mode, cfg.tau, 64, cpu)  # the layout, cheaply
     t0 = time.perf_counter()
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        with real_file_reads():
+    with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
+        with real_file_reads() if fake else contextlib.nullcontext():
             model = build_model(cfg, stage)  # reads the folder like a user's run
         if checkpointing:
             if before:
@@ -187,8 +199,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
         params = [p for p in model.parameters() if p.requires_grad]
         frozen = [p for p in model.parameters() if not p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr(stage), foreach=foreach)
-        fake_cond = _fake(mode, cond)
-        del cond
+        fake_cond = _at_resolution(small, cfg.resolution)
         sched = T.make_scheduler(cfg)
         gen = torch.Generator().manual_seed(0)
         live = LiveBytes()
