@@ -3,7 +3,8 @@
     python benchmarks/gpu_check.py [--out REPORT.json] [--budget-s 420] [--mode auto|gpu|cpu]
 
 GPU mode (a CUDA device): the sd15 trainer at paper size with random weights (stage 1 batch 4 at
-512^2 bf16 with and without gradient checkpointing, and with fused Adam; stage 2 24 frames), a
+512^2 bf16 with and without gradient checkpointing, fused Adam as the trainer now uses and
+torch's default foreach Adam as it used before; stage 2 24 frames), a
 torch-profiler table of a step that misses its target, fp16 (GradScaler) steps checked for
 NaN, seconds per 24-frame clip at 25 DDIM steps with guidance, the EGL device picked for each
 CUDA_VISIBLE_DEVICES, the MLO render benchmark (ms per 13-layer frame) and seconds per Objaverse
@@ -108,15 +109,16 @@ def check_trainer(rep: Report, mode: str, dev: torch.device) -> None:
     common = dict(stage1_batch=z["stage1_batch"], frames=z["frames"])
     runs = [("stage1", True, False, z["steps"]), ("stage1", False, False, z["steps"]),
             ("stage1", True, True, z["steps"]), ("stage2", True, False, z["stage2_steps"])]
-    for stage, ck, fused, steps in runs:
-        name = f"trainer_{stage}_{'ckpt' if ck else 'no_ckpt'}{'_fused' if fused else ''}"
+    for stage, ck, foreach, steps in runs:
+        name = f"trainer_{stage}_{'ckpt' if ck else 'no_ckpt'}{'_foreach' if foreach else ''}"
         if not _time_left(rep, name, 90 if mode == "gpu" else 60):
             continue
         try:
-            r = bench_step(z["preset"], stage, dev, steps, checkpointing=ck, fused=fused, **common)
+            r = bench_step(z["preset"], stage, dev, steps, checkpointing=ck, adam="foreach" if foreach else "fused",
+                           **common)
             r["note"] += _target_note(stage, r) if mode == "gpu" else ""
             rep.row(name, r)
-            if mode == "gpu" and not fused and ck and _missed(stage, r) and _time_left(rep, "profile", 60):
+            if mode == "gpu" and not foreach and ck and _missed(stage, r) and _time_left(rep, "profile", 60):
                 rep.data["profiles"][name] = profile_step(z["preset"], stage, dev, **common)
                 rep.write()
         except Exception as e:  # noqa: BLE001
@@ -151,7 +153,7 @@ def profile_step(preset: str, stage: str, dev: torch.device, **over) -> str:
     model.enable_gradient_checkpointing()
     model.hold_frozen_in(torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-5)
+    opt = torch.optim.Adam(params, lr=1e-5, fused=True)
     batch = synthetic_batch(cfg.batch(stage), 1 if stage == "stage1" else cfg.frames, cfg.resolution)
     sched, gen = T.make_scheduler(cfg), torch.Generator(dev).manual_seed(0)
 

@@ -43,6 +43,7 @@ from trainer.config import load_config
 from trainer.model import build_model, unet_config, vae_config
 from trainer.reference_attention import ReaderProcessor
 
+ADAM = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 MARKER = "manivideo_random_sd15.json"  # written last: a folder without it is unfinished
 GB = 2**30
 
@@ -162,13 +163,15 @@ def configure_before(model) -> None:
 
 def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, before: bool = False,
                frames: int | None = None, batch: int | None = None, resolution: int | None = None,
-               foreach: bool | None = None, preset: str = "sd15", fake: bool = True) -> dict:
+               optimizer: str = "fused", preset: str = "sd15", fake: bool = True) -> dict:
     """One bf16 training step of the sd15 preset built from ``folder``; returns bytes by kind.
 
     ``before``: the code as it was before the memory work (frozen weights float32, per-frame
     reference K/V, one VAE call, motion modules not checkpointed). ``frames``/``batch``/``resolution``
     default to the paper's (stage 1: batch 4; stage 2: 24 frames, batch 1; 512^2). ``fake=False``
-    runs the same step for real (tests compare the two on the tiny preset)."""
+    runs the same step for real (tests compare the two on the tiny preset). ``optimizer``: the Adam
+    implementation, "fused" (what the trainer uses on CUDA), "foreach" (torch's CUDA default) or
+    "for-loop" (see ``trace_optimizer``)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     over = dict(pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
     if frames:
@@ -198,7 +201,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
             model.hold_frozen_in(torch.bfloat16)
         params = [p for p in model.parameters() if p.requires_grad]
         frozen = [p for p in model.parameters() if not p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.lr(stage), foreach=foreach)
+        opt = torch.optim.Adam(params, lr=cfg.lr(stage), **ADAM[optimizer])
         fake_cond = _at_resolution(small, cfg.resolution)
         sched = T.make_scheduler(cfg)
         gen = torch.Generator().manual_seed(0)
@@ -215,7 +218,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
         opt_bytes = sum(t.nbytes for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
     return {
         "stage": stage, "frames": f, "batch": b, "resolution": cfg.resolution, "checkpointing": checkpointing,
-        "before": before, "trainable_params": sum(p.numel() for p in params),
+        "before": before, "optimizer": optimizer, "trainable_params": sum(p.numel() for p in params),
         "frozen_params": sum(p.numel() for p in frozen),
         "param_bytes": sum(p.nbytes for p in params) + sum(p.nbytes for p in frozen),
         "trainable_param_bytes": sum(p.nbytes for p in params), "frozen_param_bytes": sum(p.nbytes for p in frozen),
@@ -225,13 +228,38 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
     }
 
 
+def trace_optimizer(folder: str | Path, stage: str, impl: str, preset: str = "sd15") -> dict:
+    """Adam's memory at ``stage``'s trainable parameters (built from ``folder``): the state after a
+    step, and the transient peak of a second step above params + grads + state. ``impl``:
+    "foreach" (torch's default on CUDA), "for-loop" (foreach=False) or "fused"."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    cfg = load_config(preset, overrides=dict(pretrained_sd15=str(folder)))
+    with FakeTensorMode(allow_non_fake_inputs=True), real_file_reads():
+        model = build_model(cfg, stage)
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = torch.empty_like(p)
+        opt = torch.optim.Adam(params, lr=1e-5, **ADAM[impl])
+        opt.step()
+        live = LiveBytes()
+        live.track(*params, *[p.grad for p in params], *[t for s in opt.state.values() for t in s.values()
+                                                        if torch.is_tensor(t)])
+        base = live.live
+        with live:
+            opt.step()
+        state = sum(t.nbytes for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    return {"impl": impl, "trainable_params": sum(p.numel() for p in params), "state_bytes": state,
+            "step_transient_bytes": live.peak - base}
+
+
 def format_rows(results: list[dict]) -> list[dict]:
     """Benchmark-table rows (row, value, note) for ``trace_step`` results."""
     rows = []
     for r in results:
         what = "before (landed code)" if r["before"] else "now"
         shape = f"batch {r['batch']}" + (f", {r['frames']} frames" if r["stage"] == "stage2" else "")
-        ck = "checkpointing" if r["checkpointing"] else "no checkpointing"
+        ck = ("checkpointing" if r["checkpointing"] else "no checkpointing") + f", {r['optimizer']} Adam"
         rows.append({
             "row": f"sd15 {r['stage']} memory ({shape}, {r['resolution']}^2, bf16, {ck}; {what})",
             "value": f"peak {r['peak_bytes'] / GB:.1f} GiB",

@@ -93,11 +93,11 @@ def build_on(cfg, stage: str, device: torch.device):
 
 
 def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch: dict | None = None,
-               checkpointing: bool | None = None, fused: bool = False, model=None, **over) -> dict:
+               checkpointing: bool | None = None, adam: str = "fused", model=None, **over) -> dict:
     """Median seconds of one optimiser step (step 0 warms up and is not counted) and the peak memory.
 
-    ``checkpointing``: None = the preset's. ``fused``: torch's fused Adam instead of the default
-    (foreach on CUDA). Mixed precision as the trainer does it on CUDA: autocast, frozen weights held
+    ``checkpointing``: None = the preset's. ``adam``: "fused" (what the trainer uses on CUDA) or
+    "foreach" (torch's default on CUDA, the trainer's before). Mixed precision as the trainer does it on CUDA: autocast, frozen weights held
     in the autocast dtype, a GradScaler for fp16. Returns a row (row, value, note) plus the figures
     (s_per_it, it_per_s, peak_gib, nonfinite_steps, losses)."""
     cfg = load_config(preset, overrides=over)
@@ -109,7 +109,7 @@ def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch:
     if cfg.mixed_precision != "no" and device.type == "cuda":
         model.hold_frozen_in(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr(stage), fused=True) if fused else torch.optim.Adam(params, lr=cfg.lr(stage))
+    opt = torch.optim.Adam(params, lr=cfg.lr(stage), **{"fused": dict(fused=True), "foreach": dict(foreach=True)}[adam])
     scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
     sched = T.make_scheduler(cfg)
     f = 1 if stage == "stage1" else cfg.frames
@@ -149,7 +149,7 @@ def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch:
         mem = f"{peak:.1f} GiB peak RSS (process)"
     shape = f"batch {cfg.batch(stage)}" + ("" if stage == "stage1" else f", {cfg.frames} frames")
     opts = [cfg.mixed_precision if cfg.mixed_precision != "no" else "fp32",
-            "checkpointing" if cfg.gradient_checkpointing else "no checkpointing"] + (["fused Adam"] if fused else [])
+            "checkpointing" if cfg.gradient_checkpointing else "no checkpointing", f"{adam} Adam"]
     return {"row": f"{preset} {stage} step ({shape}, {cfg.resolution}^2, {', '.join(opts)}, {device.type})",
             "value": f"{s:.3f} s/it ({1 / s:.2f} it/s)", "note": mem + (f"; {nonfinite} non-finite losses"
                                                                         if nonfinite else ""),
@@ -213,18 +213,26 @@ def budget_rows(folder: str, json_path: str | None = None) -> list[dict]:
     """Traced memory budget of sd15 steps (now vs before the memory work; with and without checkpointing)."""
     import json
 
-    from benchmarks.memory_budget import format_rows, trace_step, write_random_sd15
+    from benchmarks.memory_budget import format_rows, trace_optimizer, trace_step, write_random_sd15
 
     write_random_sd15(folder)
     runs = [("stage1", True, False), ("stage1", True, True), ("stage1", False, False),
             ("stage2", True, False), ("stage2", True, True), ("stage2", False, False)]
-    results = []
-    for stage, checkpointing, before in runs:
-        results.append(trace_step(folder, stage, checkpointing=checkpointing, before=before))
-        print(format_rows(results[-1:])[0], flush=True)
+    results, rows = [], []
+    for stage, checkpointing, before in runs:  # "before": also the optimizer it used (torch's CUDA default)
+        results.append(trace_step(folder, stage, checkpointing=checkpointing, before=before,
+                                  optimizer="foreach" if before else "fused"))
+        rows.extend(format_rows(results[-1:]))
+        print(rows[-1], flush=True)
+    adam = [trace_optimizer(folder, "stage1", impl) for impl in ("fused", "foreach", "for-loop")]
+    for a in adam:
+        rows.append({"row": f"sd15 stage1 Adam ({a['impl']}), {a['trainable_params'] / 1e9:.3f} B trainable",
+                     "value": f"state {a['state_bytes'] / 2**30:.2f} GiB",
+                     "note": f"traced (CPU): + {a['step_transient_bytes'] / 2**30:.2f} GiB of temporaries during the step"})
+        print(rows[-1], flush=True)
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2))
-    return format_rows(results)
+        Path(json_path).write_text(json.dumps({"steps": results, "adam": adam}, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

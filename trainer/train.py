@@ -61,7 +61,10 @@ def make_optimizer(params, lr: float, eight_bit: bool) -> torch.optim.Optimizer:
         except ImportError:
             raise UserError("adam8bit=true needs bitsandbytes (pip install bitsandbytes; CUDA only)") from None
         return bnb.optim.Adam8bit(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr)  # the paper's optimiser
+    # the paper's optimiser; fused on CUDA: one kernel, and no full-size temporaries (the default
+    # foreach Adam holds one more copy of the trainable weights during the step: +6.4 GiB in sd15 stage 1)
+    params = list(params)
+    return torch.optim.Adam(params, lr=lr, fused=bool(params) and all(p.is_cuda for p in params))
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
