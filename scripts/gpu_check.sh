@@ -14,10 +14,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # What a bare CUDA image with torch lacks for these checks (the trainer at paper size, sampling, the
-# in-process renderers). Not carried: ray (rendering is measured in-process), smplx (stand-in hands).
+# in-process renderers; smplx: the stand-in hands import it). Not carried: ray (rendering is measured in-process).
 # PyOpenGL 3.1.0 (pyrender's pin) exists only as an sdist: --fetch builds its pure-Python wheel.
 WHEELS=(diffusers==0.42.1 importlib_metadata==8.7.0 pyrender==0.1.45 trimesh==5.2.0 pyglet==2.1.19
-        freetype-py==2.5.1 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0)
+        freetype-py==2.5.1 smplx==0.1.28 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0)
 GL_DEBS=(libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 LIMIT_MIB=60  # the working tree travels in 64 MiB, the repo itself included
 
