@@ -163,7 +163,7 @@ def configure_before(model) -> None:
 
 def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, before: bool = False,
                frames: int | None = None, batch: int | None = None, resolution: int | None = None,
-               optimizer: str = "fused", preset: str = "sd15", fake: bool = True) -> dict:
+               optimizer: str = "fused", preset: str = "sd15", fake: bool = True, configure=None) -> dict:
     """One bf16 training step of the sd15 preset built from ``folder``; returns bytes by kind.
 
     ``before``: the code as it was before the memory work (frozen weights float32, per-frame
@@ -171,7 +171,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
     default to the paper's (stage 1: batch 4; stage 2: 24 frames, batch 1; 512^2). ``fake=False``
     runs the same step for real (tests compare the two on the tiny preset). ``optimizer``: the Adam
     implementation, "fused" (what the trainer uses on CUDA), "foreach" (torch's CUDA default) or
-    "for-loop" (see ``trace_optimizer``)."""
+    "for-loop" (see ``trace_optimizer``). ``configure(model)``: called last, to trace one change alone."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     over = dict(pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
     if frames:
@@ -199,6 +199,8 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
             configure_before(model)
         else:
             model.hold_frozen_in(torch.bfloat16)
+        if configure is not None:
+            configure(model)
         params = [p for p in model.parameters() if p.requires_grad]
         frozen = [p for p in model.parameters() if not p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr(stage), **ADAM[optimizer])
@@ -253,6 +255,28 @@ def trace_optimizer(folder: str | Path, stage: str, impl: str, preset: str = "sd
             "step_transient_bytes": live.peak - base}
 
 
+def trace_flops(folder: str | Path, stage: str, per_clip: bool, preset: str = "sd15") -> float:
+    """FLOPs of one training step (forward, recompute, backward; torch's FlopCounterMode on fake
+    tensors) with the reference K/V once per clip (``per_clip``) or per frame (the earlier path)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_config(preset, overrides=dict(pretrained_sd15=str(folder)))
+    f = 1 if stage == "stage1" else cfg.frames
+    small = prepare_batch(synthetic_batch(cfg.batch(stage), f, 64), cfg.mlo_mode, cfg.tau, 64, torch.device("cpu"))
+    with FakeTensorMode(allow_non_fake_inputs=True), real_file_reads():
+        model = build_model(cfg, stage)
+        model.enable_gradient_checkpointing()
+        for p in model.unet.attn_processors.values():
+            if isinstance(p, ReaderProcessor):
+                p.per_clip = per_clip
+        counter = FlopCounterMode(display=False)
+        with counter:
+            T.diffusion_loss(model, model, None, T.make_scheduler(cfg), torch.Generator().manual_seed(0), cfg,
+                             torch.device("cpu"), cond=_at_resolution(small, cfg.resolution)).backward()
+    return float(counter.get_total_flops())
+
+
 def format_rows(results: list[dict]) -> list[dict]:
     """Benchmark-table rows (row, value, note) for ``trace_step`` results."""
     rows = []
@@ -263,7 +287,7 @@ def format_rows(results: list[dict]) -> list[dict]:
         rows.append({
             "row": f"sd15 {r['stage']} memory ({shape}, {r['resolution']}^2, bf16, {ck}; {what})",
             "value": f"peak {r['peak_bytes'] / GB:.1f} GiB",
-            "note": (f"traced (CPU): params {r['param_bytes'] / GB:.2f} GB ({r['trainable_params'] / 1e9:.3f} B "
+            "note": (f"traced (CPU): params {r['param_bytes'] / GB:.2f} GiB ({r['trainable_params'] / 1e9:.3f} B "
                      f"trainable fp32 {r['trainable_param_bytes'] / GB:.2f} + {r['frozen_params'] / 1e9:.3f} B "
                      f"frozen {r['frozen_param_bytes'] / GB:.2f}), grads {r['grad_bytes'] / GB:.2f}, "
                      f"Adam {r['optimizer_bytes'] / GB:.2f}, activations {r['activation_bytes'] / GB:.2f}, "

@@ -213,7 +213,13 @@ def budget_rows(folder: str, json_path: str | None = None) -> list[dict]:
     """Traced memory budget of sd15 steps (now vs before the memory work; with and without checkpointing)."""
     import json
 
-    from benchmarks.memory_budget import format_rows, trace_optimizer, trace_step, write_random_sd15
+    from benchmarks.memory_budget import (
+        format_rows,
+        trace_flops,
+        trace_optimizer,
+        trace_step,
+        write_random_sd15,
+    )
 
     write_random_sd15(folder)
     runs = [("stage1", True, False), ("stage1", True, True), ("stage1", False, False),
@@ -230,8 +236,13 @@ def budget_rows(folder: str, json_path: str | None = None) -> list[dict]:
                      "value": f"state {a['state_bytes'] / 2**30:.2f} GiB",
                      "note": f"traced (CPU): + {a['step_transient_bytes'] / 2**30:.2f} GiB of temporaries during the step"})
         print(rows[-1], flush=True)
+    flops = {str(per_clip): trace_flops(folder, "stage2", per_clip) for per_clip in (False, True)}
+    rows.append({"row": "sd15 stage2 step FLOPs (24 frames, fwd + recompute + bwd), reference K/V per clip",
+                 "value": f"{flops['True'] / 1e12:.1f} TFLOP", "note": f"traced (CPU): per frame (before) "
+                                                                      f"{flops['False'] / 1e12:.1f} TFLOP"})
+    print(rows[-1], flush=True)
     if json_path:
-        Path(json_path).write_text(json.dumps({"steps": results, "adam": adam}, indent=2))
+        Path(json_path).write_text(json.dumps({"steps": results, "adam": adam, "flops": flops}, indent=2))
     return rows
 
 
