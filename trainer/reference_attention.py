@@ -15,7 +15,7 @@ Per clip, not per frame: the references are the same for all F frames of a sampl
 reader projects them to K/V once per sample ([B, V*N, C]) and broadcasts those over the frames
 (``per_clip=False`` is the earlier path, kept for the equality test: repeat the reference
 tokens F times, then project the concatenation; same result to float tolerance, F times the
-projection work and the repeated tokens held for backward).
+projection work: sd15 stage 2 traces 123.1 TFLOP a step that way, 111.1 per clip).
 
 Gradient accumulation / checkpointing: the model clears the bank and fills it once per forward
 (one reference pass per micro-step). Writers overwrite by name rather than append, so a
@@ -106,7 +106,7 @@ def _attend_per_clip(attn, x: torch.Tensor, ref: torch.Tensor, frames: int) -> t
     def heads(t):  # [rows, tokens, h*d] -> [rows, h, tokens, d]
         return t.unflatten(-1, (h, -1)).transpose(1, 2)
 
-    def join(own, r):  # own [B*F, h, N, d], r [B, h, R, d] -> [B*F, h, N+R, d]; r is written, never repeated
+    def join(own, r):  # own [B*F, h, N, d], r [B, h, R, d] -> [B*F, h, N+R, d]; r expanded, copied once by cat
         return torch.cat([own.unflatten(0, (-1, frames)), r[:, None].expand(-1, frames, -1, -1, -1)],
                          dim=3).flatten(0, 1)
 
