@@ -23,7 +23,12 @@ Rows:
   * tiny stage1 / stage2 step: one optimiser step of the tiny preset on CPU (data already loaded).
   * sd15 stage1 (batch 4) / stage2 (24 frames) at 512^2, bf16 + gradient checkpointing: only with a
     CUDA GPU (targets on 80 GB: stage 1 >= 2 it/s under 40 GB; stage 2 <= 1.5 s/it under 60 GB).
-    Without one the rows say "not measured".
+    Without one the rows say "not measured". scripts/gpu_check.sh measures these and more on a GPU.
+  * --budget: the memory budget of one sd15 step (parameters, gradients, Adam state, activations,
+    peak) per stage, traced on the CPU from a model built out of a diffusers SD1.5-layout folder
+    (benchmarks/memory_budget.py; ~3 min a row on 2 cores). "traced (CPU)", never a GPU figure:
+
+    python benchmarks/train_step.py --loader-only --budget --sd15-folder /tmp/sd15_random
 """
 
 from __future__ import annotations
@@ -70,53 +75,91 @@ def bench_loader(store: str, workers: int, frames: int, clips: int, repeats: int
             "note": f"runs {' '.join(f'{r:.2f}' for r in rates)}; {np.median(moved) / 2**20:.0f} MB/clip moved"}
 
 
-def synthetic_batch(b: int, f: int, r: int, seed: int = 0) -> dict:
-    """A raw batch with all 13 layers (the heaviest case: HOI data), random content."""
+def synthetic_item(f: int, r: int, seed: int = 0) -> dict:
+    """A raw item (trainer.data.MixedStores.load layout) with all 13 layers (the heaviest case: HOI
+    data), random content: F frames at r x r."""
     rng = np.random.default_rng(seed)
     depth = rng.uniform(0.4, 0.6, (f, N_LAYERS, r, r)).astype(np.float16)
-    item = {"rgb": rng.integers(0, 256, (f, r, r, 3), dtype=np.uint8),
+    return {"rgb": rng.integers(0, 256, (f, r, r, 3), dtype=np.uint8),
             "normal": rng.integers(1, 256, (f, N_LAYERS, r, r, 3), dtype=np.uint8), "depth": depth,
             "layer_idx": np.arange(N_LAYERS, dtype=np.int64), "refs": rng.integers(0, 256, (7, r, r, 3), dtype=np.uint8),
             "points": rng.normal(size=(2048, 6)).astype(np.float32), "source": np.int64(1),
             "ref_keep": np.float32(1), "jitter": np.ones(3, np.float32), "flip": np.bool_(False)}
-    return collate([item] * b)
 
 
-def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch: dict | None = None, **over) -> dict:
+def synthetic_batch(b: int, f: int, r: int, seed: int = 0) -> dict:
+    """A collated raw batch of ``b`` copies of ``synthetic_item``."""
+    return collate([synthetic_item(f, r, seed)] * b)
+
+
+def build_on(cfg, stage: str, device: torch.device):
+    """The model built directly on ``device`` (sd15 on a GPU: seconds instead of a CPU init and copy)."""
+    with device:
+        return build_model(cfg, stage)
+
+
+def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch: dict | None = None,
+               checkpointing: bool | None = None, adam: str = "fused", model=None, **over) -> dict:
+    """Median seconds of one optimiser step (step 0 warms up and is not counted) and the peak memory.
+
+    ``checkpointing``: None = the preset's. ``adam``: "fused" (what the trainer uses on CUDA) or
+    "foreach" (torch's default on CUDA, the trainer's before). Mixed precision as the trainer does it on CUDA: autocast, frozen weights held
+    in the autocast dtype, a GradScaler for fp16. Returns a row (row, value, note) plus the figures
+    (s_per_it, it_per_s, peak_gib, nonfinite_steps, losses)."""
     cfg = load_config(preset, overrides=over)
-    model = build_model(cfg, stage).to(device)
+    if checkpointing is not None:
+        cfg.gradient_checkpointing = checkpointing
+    model = model or build_on(cfg, stage, device)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    if cfg.mixed_precision != "no":
-        model.vae.to(torch.bfloat16)
+    if cfg.mixed_precision != "no" and device.type == "cuda":
+        model.hold_frozen_in(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr(stage))
+    opt = torch.optim.Adam(params, lr=cfg.lr(stage), **{"fused": dict(fused=True), "foreach": dict(foreach=True)}[adam])
+    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
     sched = T.make_scheduler(cfg)
     f = 1 if stage == "stage1" else cfg.frames
     batch = batch or synthetic_batch(cfg.batch(stage), f, cfg.resolution)
     gen = torch.Generator(device)
     if device.type == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, losses, nonfinite = [], [], 0
     for i in range(steps + 1):  # step 0 warms up (allocator, kernels)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         gen.manual_seed(i)
         loss = T.diffusion_loss(model, model, batch, sched, gen, cfg, device)
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
+        nonfinite += not np.isfinite(losses[-1])
     s = float(np.median(times[1:]))
-    mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB peak" if device.type == "cuda" else \
-        f"{T.peak_memory_mb(device) / 1024:.1f} GB peak RSS"
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        mem = f"{peak:.1f} GiB peak allocated"
+    else:
+        peak = T.peak_memory_mb(device) / 1024
+        mem = f"{peak:.1f} GiB peak RSS (process)"
     shape = f"batch {cfg.batch(stage)}" + ("" if stage == "stage1" else f", {cfg.frames} frames")
-    return {"row": f"{preset} {stage} step ({shape}, {cfg.resolution}^2, {device.type})",
-            "value": f"{s:.3f} s/it ({1 / s:.2f} it/s)", "note": mem}
+    opts = [cfg.mixed_precision if cfg.mixed_precision != "no" else "fp32",
+            "checkpointing" if cfg.gradient_checkpointing else "no checkpointing", f"{adam} Adam"]
+    return {"row": f"{preset} {stage} step ({shape}, {cfg.resolution}^2, {', '.join(opts)}, {device.type})",
+            "value": f"{s:.3f} s/it ({1 / s:.2f} it/s)", "note": mem + (f"; {nonfinite} non-finite losses"
+                                                                        if nonfinite else ""),
+            "s_per_it": s, "it_per_s": 1 / s, "peak_gib": peak, "nonfinite_steps": nonfinite, "losses": losses}
 
 
 def main() -> None:
@@ -133,6 +176,11 @@ def main() -> None:
                          "(auto: zarrs when installed)")
     ap.add_argument("--loader-only", action="store_true", help="skip the step rows")
     ap.add_argument("--s3", action="store_true", help="also read each store from a local S3 server (moto)")
+    ap.add_argument("--budget", action="store_true",
+                    help="add the sd15 memory budget rows, traced on the CPU (benchmarks/memory_budget.py)")
+    ap.add_argument("--sd15-folder", default="/tmp/sd15_random",
+                    help="diffusers SD1.5-layout folder for --budget (written with random weights if missing)")
+    ap.add_argument("--budget-json", help="also write the --budget figures to this JSON file")
     args = ap.parse_args()
     rows = []
     server = start_s3() if args.s3 else None
@@ -156,6 +204,8 @@ def main() -> None:
             rows.append({"row": "loader", "value": "skipped", "note": f"no store at {store} (see docstring)"})
     if not args.loader_only:
         rows.extend(step_rows(args.steps))
+    if args.budget:
+        rows.extend(budget_rows(args.sd15_folder, args.budget_json))
     w = max(len(r["row"]) for r in rows)
     v = max(len(r["value"]) for r in rows)
     print(f"{'benchmark':<{w}}  {'result':<{v}}  note")
@@ -192,6 +242,43 @@ def step_rows(steps: int) -> list[dict]:
     else:
         for stage, shape in (("stage1", "batch 4"), ("stage2", "24 frames")):
             rows.append({"row": f"sd15 {stage} step ({shape}, 512^2)", "value": "not measured", "note": "no CUDA GPU"})
+    return rows
+
+
+def budget_rows(folder: str, json_path: str | None = None) -> list[dict]:
+    """Traced memory budget of sd15 steps (now vs before the memory work; with and without checkpointing)."""
+    import json
+
+    from benchmarks.memory_budget import (
+        format_rows,
+        trace_flops,
+        trace_optimizer,
+        trace_step,
+        write_random_sd15,
+    )
+
+    write_random_sd15(folder)
+    runs = [("stage1", True, False), ("stage1", True, True), ("stage1", False, False),
+            ("stage2", True, False), ("stage2", True, True), ("stage2", False, False)]
+    results, rows = [], []
+    for stage, checkpointing, before in runs:  # "before": also the optimizer it used (torch's CUDA default)
+        results.append(trace_step(folder, stage, checkpointing=checkpointing, before=before,
+                                  optimizer="foreach" if before else "fused"))
+        rows.extend(format_rows(results[-1:]))
+        print(rows[-1], flush=True)
+    adam = [trace_optimizer(folder, "stage1", impl) for impl in ("fused", "foreach", "for-loop")]
+    for a in adam:
+        rows.append({"row": f"sd15 stage1 Adam ({a['impl']}), {a['trainable_params'] / 1e9:.3f} B trainable",
+                     "value": f"state {a['state_bytes'] / 2**30:.2f} GiB",
+                     "note": f"traced (CPU): + {a['step_transient_bytes'] / 2**30:.2f} GiB of temporaries during the step"})
+        print(rows[-1], flush=True)
+    flops = {str(per_clip): trace_flops(folder, "stage2", per_clip) for per_clip in (False, True)}
+    rows.append({"row": "sd15 stage2 step FLOPs (24 frames, fwd + recompute + bwd), reference K/V per clip",
+                 "value": f"{flops['True'] / 1e12:.1f} TFLOP", "note": f"traced (CPU): per frame (before) "
+                                                                      f"{flops['False'] / 1e12:.1f} TFLOP"})
+    print(rows[-1], flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({"steps": results, "adam": adam, "flops": flops}, indent=2))
     return rows
 
 

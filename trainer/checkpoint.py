@@ -91,6 +91,13 @@ def export_pretrained(model, folder: str | Path, cfg_dict: dict) -> Path:
     motion_adapter/ in stage 2, ref_context.safetensors and trainer_config.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # float32 masters of weights held in bf16 (ManiVideoModel.hold_frozen_in): never round a pretrained VAE/UNet
+    with model.full_precision():
+        _export(model, folder, cfg_dict)
+    return folder
+
+
+def _export(model, folder: Path, cfg_dict: dict) -> None:
     model.unet.save_pretrained(folder / "unet")
     model.reference_unet.save_pretrained(folder / "reference_unet")
     model.vae.save_pretrained(folder / "vae")
@@ -106,7 +113,6 @@ def export_pretrained(model, folder: str | Path, cfg_dict: dict) -> Path:
         model.unet.save_motion_modules(str(folder / "motion_adapter"))
     save_file({"ref_context": model.ref_context.detach().cpu().contiguous()}, folder / "ref_context.safetensors")
     (folder / "trainer_config.json").write_text(json.dumps(cfg_dict, indent=2))
-    return folder
 
 
 # --- checkpoints you can carry: the architecture travels with the weights --------------------------

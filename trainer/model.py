@@ -8,10 +8,12 @@ initialised from the SD1.5 layout written here (never a hub download).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import nn
 
@@ -22,6 +24,38 @@ from trainer.config import TrainConfig
 from trainer.embeddings import SKELETON_CHANNELS, GeometryEmbedding, MLOEmbedding, PoseGuider
 from trainer.latents import PixelLatent, build_codec, latent_channels, latent_factor
 from trainer.reference_attention import ReferenceBank, attach_reference_attention
+
+VAE_CHUNK = 8  # images per VAE call: the encoder's activations at 512^2 are ~0.3 GB an image
+
+
+class _CheckpointedForward:
+    """Mixin: run the module's forward under non-reentrant activation checkpointing while grad is on."""
+
+    def forward(self, *args, **kwargs):
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
+        return super().forward(*args, **kwargs)
+
+
+_CHECKPOINTED: dict[type, type] = {}
+
+
+def checkpoint_motion_modules(unet) -> int:
+    """Checkpoint the AnimateDiff motion modules of ``unet``'s down and up blocks (diffusers
+    checkpoints the resnets and spatial transformers there, not the motion modules; its mid
+    block checkpoints its own). Swaps each module's class for a checkpointed subclass, so
+    parameter names, state dicts and ``copy.deepcopy`` are unchanged. Returns how many were wrapped."""
+    n = 0
+    for block in [*unet.down_blocks, *unet.up_blocks]:
+        for m in getattr(block, "motion_modules", []):
+            cls = type(m)
+            if issubclass(cls, _CheckpointedForward):
+                continue
+            if cls not in _CHECKPOINTED:
+                _CHECKPOINTED[cls] = type(f"Checkpointed{cls.__name__}", (_CheckpointedForward, cls), {})
+            m.__class__ = _CHECKPOINTED[cls]
+            n += 1
+    return n
 
 
 def unet_config(cfg: TrainConfig) -> dict:
@@ -109,8 +143,11 @@ class ManiVideoModel(nn.Module):
         self.ref_context = nn.Parameter(torch.zeros(1, 1, d))  # the reference UNet's only cross-attn token
         self.bank = ReferenceBank()
         self._pose_residual = None
-        self._wire()
         self.reference_trainable = True
+        self.checkpointing = False
+        self.vae_chunk = VAE_CHUNK
+        self._masters: dict[str, torch.Tensor] = {}  # fp32 CPU copies of the frozen weights held low
+        self._wire()
 
     # --- wiring (re-done after the stage-2 conversion swaps the UNet) ---
     def _wire(self) -> None:
@@ -118,6 +155,8 @@ class ManiVideoModel(nn.Module):
         attach_condition_attention(self.unet, self.geo_attention, self.cfg.token_grid ** 2)
         if self.cfg.pose_guider_mode == "conv_in":
             self.unet.conv_in.register_forward_hook(self._add_pose_residual)
+        if self.checkpointing:
+            self.enable_gradient_checkpointing()
 
     def _add_pose_residual(self, module, inputs, output):
         return output if self._pose_residual is None else output + self._pose_residual.to(output.dtype)
@@ -139,21 +178,79 @@ class ManiVideoModel(nn.Module):
         return [n for n, _ in self.named_parameters() if "motion_modules" in n]
 
     def enable_gradient_checkpointing(self) -> None:
+        """diffusers' checkpointing of both UNets, plus the motion modules in stage 2 (also when
+        ``to_stage2`` comes after this call)."""
+        self.checkpointing = True
         self.unet.enable_gradient_checkpointing()
         self.reference_unet.enable_gradient_checkpointing()
+        if self.is_video:
+            checkpoint_motion_modules(self.unet)
+
+    # --- frozen weights in low precision, with an fp32 master for checkpoints and exports ---
+    def hold_frozen_in(self, dtype: torch.dtype) -> int:
+        """Cast every parameter that does not train (the VAE, the reference net's unused tail; in
+        stage 2 also both UNets and the encoders) to ``dtype``, for use under autocast of that
+        dtype: it halves their memory and autocast would cast them to ``dtype`` for every matmul
+        and conv anyway. Their float32 values are kept on the CPU: ``state_dict`` (checkpoints) and
+        ``full_precision`` (exports) give those, so a pretrained VAE/UNet is never rounded on disk.
+        Call after the model's final weights are loaded (``load_state_dict`` refreshes the copies
+        anyway) and after ``to_stage2``. Returns the number of parameters cast."""
+        n = 0
+        for name, p in self.named_parameters():
+            if p.requires_grad or p.dtype == dtype or not p.is_floating_point():
+                continue
+            if name not in self._masters:
+                self._masters[name] = p.detach().to("cpu", torch.float32, copy=True)
+            p.data = p.data.to(dtype)
+            n += p.numel()
+        return n
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """nn.Module's, with the float32 master of every weight ``hold_frozen_in`` cast."""
+        sd = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for name, master in self._masters.items():
+            if prefix + name in sd:
+                sd[prefix + name] = master
+        return sd
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        for name in self._masters:
+            if name in state_dict:  # keep the exact values, not their low-precision copy
+                self._masters[name] = state_dict[name].detach().to("cpu", torch.float32, copy=True)
+        return out
+
+    @contextlib.contextmanager
+    def full_precision(self):
+        """Within: the weights ``hold_frozen_in`` cast are their float32 masters (on the CPU), for
+        ``save_pretrained``-style exports. Not for compute."""
+        params = dict(self.named_parameters())
+        held = {}
+        try:
+            for name, master in self._masters.items():
+                held[name] = params[name].data
+                params[name].data = master
+            yield self
+        finally:
+            for name, data in held.items():
+                params[name].data = data
 
     # --- VAE ---
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images [N, 3, R, R] in [-1, 1] -> latents [N, 4, h, w] (scaled, mean of the posterior)."""
-        vae_dtype = self.vae.dtype
-        return self.vae.encode(images.to(vae_dtype)).latent_dist.mean.float() * self.cfg.vae_scale
+        """images [N, 3, R, R] in [-1, 1] -> latents [N, C, h, w] (scaled, mean of the posterior).
+        At most ``vae_chunk`` images per VAE call (the VAE has no batch coupling: same result)."""
+        vae_dtype = self.vae.dtype  # a codec with no weights (PixelLatent) has a dtype too
+        out = [self.vae.encode(x.to(vae_dtype)).latent_dist.mean.float() for x in images.split(self.vae_chunk)]
+        return torch.cat(out) * self.cfg.vae_scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [N, 4, h, w] -> images [N, 3, R, R] in [-1, 1]."""
-        vae_dtype = self.vae.dtype
-        return self.vae.decode((latents / self.cfg.vae_scale).to(vae_dtype)).sample.float().clamp(-1, 1)
+        """latents [N, C, h, w] -> images [N, 3, R, R] in [-1, 1], ``vae_chunk`` at a time."""
+        vae_dtype = self.vae.dtype  # a codec with no weights (PixelLatent) has a dtype too
+        out = [self.vae.decode((z / self.cfg.vae_scale).to(vae_dtype)).sample.float()
+               for z in latents.split(self.vae_chunk)]
+        return torch.cat(out).clamp(-1, 1)
 
     # --- conditions ---
     def tokens(self, cond: dict) -> torch.Tensor:

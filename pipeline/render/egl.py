@@ -24,9 +24,11 @@ def egl_devices_cuda_ids() -> list[int | None]:
     """For each EGL device (in EGL order), its CUDA device index, or None (software / non-NVIDIA)."""
     import ctypes
 
-    from OpenGL import EGL
+    # OpenGL.EGL through pyrender's EGL module, which installs PyOpenGL's EGL platform first
+    # (importing OpenGL.EGL before it breaks PyOpenGL 3.1.0's extension checks: bytes/str TypeError)
     from pyrender.platforms import egl as pegl
 
+    EGL = pegl.egl
     pegl._ensure_egl_loaded()
     devices = pegl.query_devices()
     try:
@@ -38,7 +40,8 @@ def egl_devices_cuda_ids() -> list[int | None]:
     out: list[int | None] = []
     for dev in devices:
         value = ctypes.c_long(-1)
-        ok = fn is not None and fn(ctypes.cast(dev._device, ctypes.c_void_p), EGL_CUDA_DEVICE_NV, ctypes.byref(value))
+        # pyrender's EGLDevice keeps the EGLDeviceEXT handle as ``_display`` (pyrender/platforms/egl.py)
+        ok = fn is not None and fn(ctypes.cast(dev._display, ctypes.c_void_p), EGL_CUDA_DEVICE_NV, ctypes.byref(value))
         out.append(int(value.value) if ok and value.value >= 0 else None)
     return out
 
