@@ -71,7 +71,17 @@ def _train(cfg, batch, steps, freeze_conditions=False):
     return model, sched
 
 
-def test_training_makes_the_model_depend_on_its_conditions(objaverse_store):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine torch's default of one per core oversubscribes the
+    cores this test shares with other processes (measured: 26 s with one thread, ~300 s without)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_training_makes_the_model_depend_on_its_conditions(objaverse_store, one_thread):
     """After a short training on two clips, giving each the other clip's conditions must raise the
     high-t loss: at high t the noisy latent hardly tells the clips apart, the conditions do. The same
     training with every condition path frozen (a model that ignores its conditions) shows no rise, so
@@ -95,11 +105,11 @@ def test_training_makes_the_model_depend_on_its_conditions(objaverse_store):
         return float(swapped["high"].mean() / own["high"].mean() - 1), float(own["high"].mean())
 
     untrained = rise(*_train(cfg, batch, 0))
-    used, loss_used = rise(*_train(cfg, batch, 60))
-    ignored, loss_ignored = rise(*_train(cfg, batch, 60, freeze_conditions=True))
+    used, loss_used = rise(*_train(cfg, batch, 100))
+    ignored, loss_ignored = rise(*_train(cfg, batch, 100, freeze_conditions=True))
     assert abs(untrained[0]) < 0.01, untrained                         # zero-initialised paths: no effect yet
     print(f"swap rise: untrained {untrained[0]:+.4f}, trained {used:+.4f}, conditions ignored {ignored:+.4f}")
-    assert used > 0.25, (used, loss_used)                              # trained: the conditions matter
+    assert used > 0.5, (used, loss_used)                               # trained: the conditions matter
     assert abs(ignored) < 0.02, ignored                                # conditions ignored: the probe says so
     assert loss_used < loss_ignored                                    # and using them predicts better
 

@@ -11,6 +11,7 @@ from schemas.store import LAYER_NAMES
 from trainer.conditions import SOURCES, collate, prepare_batch
 from trainer.config import load_config
 from trainer.data import MixedStores
+from trainer.latents import latent_channels
 from trainer.model import build_model
 
 R = 16
@@ -57,8 +58,9 @@ def _inputs(b=3, f=1, seed=0):
     cond = {"H": torch.randn(b, f, 39, 64, 64, generator=g), "D": torch.rand(b, f, 13, 64, 64, generator=g),
             "H_o": torch.randn(b, f, 3, 64, 64, generator=g), "points": torch.randn(b, 2048, 6, generator=g),
             "S": torch.rand(b, f, 3, 64, 64, generator=g)}
-    return (torch.randn(b, f, 4, 8, 8, generator=g), torch.randint(0, 1000, (b,), generator=g), cond,
-            torch.randn(b, 7, 4, 8, 8, generator=g))
+    c = latent_channels(load_config("tiny"))
+    return (torch.randn(b, f, c, 8, 8, generator=g), torch.randint(0, 1000, (b,), generator=g), cond,
+            torch.randn(b, 7, c, 8, 8, generator=g))
 
 
 @pytest.mark.parametrize("mode", ["latent"])  # eq. 5: added to the noisy latent
@@ -68,7 +70,8 @@ def test_skeleton_guider_g1_is_zero_initialised_and_wired_in(mode):
     on = build_model(load_config("tiny", overrides={"pose_guider_mode": mode, "use_skeleton": True})).eval()
     g1 = on.skeleton_guider
     assert type(g1) is type(on.pose_guider) and g1.config.in_channels == 3      # same structure as G, on S
-    assert g1.config.channels == on.pose_guider.config.channels and g1.config.out_channels == 4
+    assert g1.config.channels == on.pose_guider.config.channels
+    assert g1.config.out_channels == on.pose_guider.config.out_channels == latent_channels(on.cfg)
     noisy, t, cond, refs = _inputs()
     with torch.no_grad():
         on.skeleton_guider = None                                               # the same model without G_1

@@ -70,8 +70,9 @@ def test_checkpoint_carries_itself_retention_and_validation(objaverse_store, tin
     from trainer.sample import sample_store
     from trainer.train import train
 
-    pre = _fake_pretrained(tiny_cfg, tmp_path / "sd15")
-    cfg = dataclasses.replace(tiny_cfg, pretrained_sd15=str(pre), ckpt_every=1, keep_checkpoints=1, val_every=3,
+    vae_cfg = dataclasses.replace(tiny_cfg, latent="vae", prediction_type="epsilon", vae_scale=3.0)  # SD-style
+    pre = _fake_pretrained(vae_cfg, tmp_path / "sd15")
+    cfg = dataclasses.replace(vae_cfg, pretrained_sd15=str(pre), ckpt_every=1, keep_checkpoints=1, val_every=3,
                               val_clips=1, sample_steps=2, ema_decay=0.9)
     run = train(cfg, "stage1", max_steps=3, log=lambda *a: None)
     rundir = tmp_path / "run"
