@@ -102,7 +102,9 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
     guidance = cfg.guidance_scale if guidance is None else guidance
     seeds = list(range(len(items))) if seeds is None else list(seeds)
     cond, null = conditions(items, cfg, device)
-    both = {k: torch.cat([null[k], cond[k]]) for k in cond}
+    # guidance 1 is the conditional prediction alone: the reference-dropped branch is not run
+    n_branch = 1 if guidance == 1 else 2
+    both = cond if n_branch == 1 else {k: torch.cat([null[k], cond[k]]) for k in cond}
     b, f = cond["target"].shape[:2]
     window = window or (cfg.frames if model.is_video else max(cfg.frames, 8))
     overlap = (window // 4 if model.is_video else 0) if overlap is None else overlap
@@ -110,8 +112,8 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
     weights = [w.to(device) for w in blend_weights(windows, f, overlap)]
     ctx = precision_context(cfg, device)
     with ctx:
-        refs = model.encode(both["refs"].flatten(0, 1)).unflatten(0, (2 * b, -1))     # 2B, V, 4, h, w
-        tokens = model.tokens(both).unflatten(0, (2 * b, f))                          # 2B, F, N, C
+        refs = model.encode(both["refs"].flatten(0, 1)).unflatten(0, (n_branch * b, -1))   # 2B, V, C, h, w
+        tokens = model.tokens(both).unflatten(0, (n_branch * b, f))                       # 2B, F, N, C
     h = cfg.resolution // latent_factor(cfg)
     latents = torch.stack([torch.randn((f, latent_channels(cfg), h, h), generator=torch.Generator().manual_seed(int(s)))
                            for s in seeds]).to(device)
@@ -125,11 +127,13 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
             x = latents[:, s:e]
             with ctx:
                 # the reference net's inputs are fixed: fill its bank once, at the first call
-                pred = model(torch.cat([x, x]), t.expand(2 * b).to(device), _cut(both, s, e, f), refs,
-                             tokens=tokens[:, s:e].flatten(0, 1), reuse_reference=not first)
+                pred = model(torch.cat([x] * n_branch), t.expand(n_branch * b).to(device), _cut(both, s, e, f), refs,
+                             tokens=tokens[:, s:e].flatten(0, 1), reuse_reference=not first).float()
             first = False
-            uncond, full = pred.float().chunk(2)
-            acc[:, s:e] += (uncond + guidance * (full - uncond)) * w.view(1, -1, 1, 1, 1)
+            if n_branch == 2:
+                uncond, full = pred.chunk(2)
+                pred = uncond + guidance * (full - uncond)
+            acc[:, s:e] += pred * w.view(1, -1, 1, 1, 1)
             wsum[s:e] += w
         out = sched.step(acc / wsum.view(1, -1, 1, 1, 1), t, latents)
         # last step: the clean estimate, not x at the residual noise level of alphas_cumprod[0]

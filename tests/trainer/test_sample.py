@@ -49,7 +49,7 @@ def test_region_metrics():
     assert 15 < masked_psnr(noisy, a, mask) < 25 and masked_ssim(noisy, a, mask) < 0.95
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_ddim_loop_with_an_oracle_denoiser_recovers_the_ground_truth(objaverse_store, prediction):
     """Swap the network for the exact answer: the sampling loop (timesteps, CFG mix, DDIM
     update, zero-terminal-SNR spacing) must then return the clip's own latents."""
@@ -69,8 +69,34 @@ def test_ddim_loop_with_an_oracle_denoiser_recovers_the_ground_truth(objaverse_s
     def oracle(noisy, t, cond, refs, tokens=None, reuse_reference=False):
         a = ac[t[0]].item()
         eps = (noisy - a**0.5 * x0) / (1 - a) ** 0.5
-        return eps if prediction == "epsilon" else a**0.5 * eps - (1 - a) ** 0.5 * x0
+        return {"epsilon": eps, "v_prediction": a**0.5 * eps - (1 - a) ** 0.5 * x0, "sample": x0.expand_as(noisy)}[prediction]
 
     model.forward = oracle
     out = generate(model, item, cfg, torch.device("cpu"), steps=10)
     assert out["metrics"]["latent_rel_error"] < 1e-4
+
+
+def test_guidance_one_skips_the_unconditional_branch_and_changes_nothing(objaverse_store):
+    """Batched sampling at guidance 1 runs only the conditional branch; it must equal the single-clip
+    loop, which runs both branches and mixes them with weight 1."""
+    from trainer.config import load_config
+    from trainer.data import MixedStores
+    from trainer.inference import sample_clips
+    from trainer.model import build_model
+    from trainer.sample import generate
+
+    cfg = load_config("tiny", overrides={"stores": [str(objaverse_store)]})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for p in model.parameters():  # give the zero-initialised condition paths weights: the branches differ
+        p.data.add_(torch.randn_like(p) * 0.02)
+    item = MixedStores(cfg.stores, cfg, frames=1).load(0, 0, 0)
+    calls = []
+    forward = model.forward
+    model.forward = lambda noisy, *a, **k: calls.append(noisy.shape[0]) or forward(noisy, *a, **k)
+    fast = sample_clips(model, [item], cfg, torch.device("cpu"), steps=3, guidance=1.0, seeds=[5])["video"]
+    assert set(calls) == {1}
+    slow = generate(model, item, cfg, torch.device("cpu"), steps=3, guidance=1.0, seed=5)["video"]
+    assert torch.allclose(fast[0].permute(0, 2, 3, 1), torch.as_tensor(slow), atol=1e-4)
+    guided = sample_clips(model, [item], cfg, torch.device("cpu"), steps=3, guidance=3.0, seeds=[5])["video"]
+    assert not torch.allclose(fast, guided, atol=1e-3)
