@@ -3,7 +3,8 @@
 Runs inside a Ray worker (or directly, in tests). Crash and hang handling lives here,
 beside the output, in the shard's journal:
 
-  ``start {"key", "t", "pid"}``  before an item is processed (JSON: wall-clock start, worker process)
+  ``start {"key", "t", "pid", "node", "run"}``  before an item is processed (JSON: wall-clock
+                            start; the holder: worker process, Ray node, driver run)
   ``end <json record>``     after it is made: its rows compressed in memory, or failed
   ``flushed {"keys"}``      these items' rows are in the shard files (an ok ``end`` counts
                             only once a ``flushed`` line names it)
@@ -15,10 +16,18 @@ Rows are compressed per item and written once per shard, at its end (or earlier 
 pass ``FLUSH_BYTES``): each array's shard file is replaced atomically, keeping the rows
 already in it. When a task is retried (Ray restarts it after the worker died), items
 with an ``end`` line named by a later ``flushed`` line (or a failure's ``end``) are not
-redone; items made but not yet written are made again, and are not suspects. An item that was started but never ended killed the worker, or was on it
-when something else did (``kill -9``, the OOM killer, a preempted node): it is tried
-again; only when it was started twice without ending is it recorded as failed (stage
+redone; items made but not yet written are made again, and are not suspects. An item that
+was started but never ended killed the worker, or was on it when something else did
+(``kill -9``, the OOM killer, a preempted node): it is tried again; only when its own worker
+died twice while holding it (not counting holders on lost nodes, holders still alive, or
+holders of another driver run: ``holders.died_holding``) is it recorded as failed (stage
 "worker": it is poisoned), and an item whose watchdog fired as "timeout".
+
+A step function may carry a ``prepare(items, options)`` attribute: called once per attempt
+with the items it still has to make (e.g. to download a shard's objects together).
+
+A write into the store that the device refuses (``errors.storage_error``: ENOSPC, EROFS, ...)
+is not an item's failure: the task raises it and the runner stops scheduling.
 
 ``--retry-failed``: the runner passes ``retry = {"run": id, "keys": [...]}`` for a finished
 shard; the task appends the ``retry`` line once per run (a Ray retry of the same run
@@ -42,14 +51,13 @@ import os
 import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from numcodecs import blosc
 
-from pipeline.engine import shard_writer
-from pipeline.errors import StepFailed
+from pipeline.engine import holders, shard_writer
+from pipeline.errors import StepFailed, StorageError, storage_error
 from schemas import SchemaError, StoreLayout
 from schemas.store import SAMPLE_ATTRS
 
@@ -82,13 +90,14 @@ def resolve_step(ref: str):
 class JournalState:
     """What a shard's journal says. ``ended``: end records by key; ``dangling``: (key, start
     time) of the last item started and not ended; ``timed_out``: keys whose watchdog fired;
-    ``starts``: start lines per key not yet ended; ``runs``: retry run ids seen; ``made``: ok
-    items whose rows were made but are not in the shard files (redone by the next attempt)."""
+    ``starts``: per key not yet ended, its start records (``{"key", "t", "pid", "node", "run"}``);
+    ``runs``: retry run ids seen; ``made``: ok items whose rows were made but are not in the
+    shard files (redone by the next attempt)."""
 
     ended: dict
     dangling: tuple[str, float] | None
     timed_out: set
-    starts: Counter
+    starts: dict
     runs: set
     made: dict
 
@@ -97,7 +106,7 @@ def read_journal(path: Path) -> JournalState:
     ended: dict[str, dict] = {}
     made: dict[str, dict] = {}  # ok items whose rows were in memory, not yet in a "flushed" line
     started: list[tuple[str, float]] = []
-    starts: Counter = Counter()
+    starts: dict[str, list[dict]] = {}
     timed_out: set[str] = set()
     runs: set[str] = set()
     if path.exists():
@@ -110,7 +119,7 @@ def read_journal(path: Path) -> JournalState:
             if kind == "start":
                 try:
                     started.append((rec["key"], float(rec["t"])))
-                    starts[rec["key"]] += 1
+                    starts.setdefault(rec["key"], []).append(rec)
                 except (KeyError, TypeError, ValueError):
                     continue
                 made.pop(rec["key"], None)  # made again: an earlier attempt's unwritten rows are void
@@ -181,6 +190,16 @@ def _one_line(e: BaseException) -> str:
 POISONED = "the worker process died twice on this item (segfault or out of memory)"
 
 
+def _deaths(starts: list[dict], run: str | None) -> list[dict]:
+    """The start records whose worker died holding the item (``holders.died_holding``); waits
+    for Ray to notice a lost node only when the count would poison the item."""
+    here = holders.current_node()
+    quick = [s for s in starts if holders.died_holding(s, run, here, wait_s=0)]
+    if len(quick) < 2:
+        return quick
+    return [s for s in quick if holders.died_holding(s, run, here)]
+
+
 def _lock(journal, seconds: float) -> None:
     """Exclusive lock on the shard's journal; waits for another live attempt to finish."""
     deadline = time.monotonic() + seconds
@@ -200,12 +219,14 @@ def _same_store(out: Path, nonce: str) -> bool:
 
 
 def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[WorkItem, list[int]]],
-                  step_ref: str, options: dict, timeout_s: float, nonce: str, retry: dict | None = None) -> dict:
+                  step_ref: str, options: dict, timeout_s: float, nonce: str, retry: dict | None = None,
+                  run_id: str | None = None) -> dict:
     """Process every item of shard ``shard`` and write its completion marker.
 
     ``items``: (item, rows) pairs in shard order; ``nonce``: the store creation this task
     belongs to; ``retry``: ``{"run": id, "keys": [...]}`` to re-run recorded failures of a
-    finished shard (``--retry-failed``). Returns the marker dict.
+    finished shard (``--retry-failed``); ``run_id``: the driver run (see ``holders``). Returns
+    the marker dict. Raises ``StorageError`` when the store's device refuses a write.
     """
     out_path = Path(out)
     layout = StoreLayout.from_attrs(layout_attrs)
@@ -258,16 +279,25 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "timeout",
                               "reason": f"took longer than {timeout_s:g} s and was killed", "seconds": None}
                 log("end " + json.dumps(ended[key]))
-            elif state.starts[key] >= 2:
+            elif len(deaths := _deaths(state.starts.get(key, []), run_id)) >= 2:
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "worker", "reason": POISONED,
-                              "detail": f"started {state.starts[key]} times, never finished", "seconds": None}
+                              "detail": "its worker died holding it, never finished: " + ", ".join(
+                                  f"pid {d.get('pid')} on node {str(d.get('node'))[:12]}" for d in deaths),
+                              "seconds": None}
                 log("end " + json.dumps(ended[key]))
-            # else: the worker died once with this item in flight: it is tried again below
+            # else: the worker died once with this item in flight (or its node was lost): tried again below
+        prepare = getattr(step, "prepare", None)
+        if prepare is not None and (todo := [it for it, _ in items if it.key not in ended]):
+            try:
+                prepare(todo, options)
+            except Exception as e:  # noqa: BLE001  (a head start only: each item's own step still fetches)
+                log("prepare-failed " + json.dumps(_one_line(e)))
+        who = holders.holder(run_id)
         for item, rows in items:
             if item.key in ended:
                 records.append(ended[item.key])
                 continue
-            log("start " + json.dumps({"key": item.key, "t": time.time(), "pid": os.getpid()}))
+            log("start " + json.dumps({"key": item.key, "t": time.time(), **who}))
             t0 = time.perf_counter()
             rec = {"key": item.key, "rows": rows, "ok": True, "stage": None, "reason": None}
             try:
@@ -282,11 +312,16 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                         return stale
                     attrs = [dict(s.get(SAMPLE_ATTRS, {})) for s in samples]
                     t_encode = time.perf_counter()
-                    buffer.add(rows, samples)  # all rows or none (SchemaError: none)
+                    try:
+                        buffer.add(rows, samples)  # all rows or none (SchemaError: none)
+                    except OSError as e:  # the store's device refuses writes: not this item's fault
+                        raise (storage_error(e, out) or e) from None
                     timings["encode"] = time.perf_counter() - t_encode
                     rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
                     if any(attrs):
                         rec["attrs"] = attrs  # per row, beside the rows (schemas.store.SAMPLE_ATTRS)
+            except StorageError:
+                raise
             except StepFailed as e:
                 rec.update(ok=False, stage=e.stage, reason=e.reason)
                 if getattr(e, "detail", None):

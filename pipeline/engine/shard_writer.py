@@ -86,19 +86,13 @@ def codecs_for(codec: str, ndim: int) -> tuple[list, list]:
 def plan_shards(n_samples: list[int], samples_per_shard: int) -> list[list[int]]:
     """Pack items (in order) into shards of at most S rows; an item never spans two shards.
 
-    Returns, per shard, the item indices it holds. Deterministic in its inputs.
+    Returns, per shard, the item indices it holds. Deterministic in its inputs. (The runner
+    uses ``plan.shard_bounds``, the same packing as an array of bounds.)
     """
-    shards: list[list[int]] = []
-    used = samples_per_shard
-    for i, n in enumerate(n_samples):
-        if n > samples_per_shard:
-            raise ValueError(f"item {i} yields {n} samples, more than samples_per_shard={samples_per_shard}")
-        if used + n > samples_per_shard:
-            shards.append([])
-            used = 0
-        shards[-1].append(i)
-        used += n
-    return shards
+    from pipeline.engine.plan import shard_bounds
+
+    b = shard_bounds(n_samples, samples_per_shard).tolist()
+    return [list(range(b[k], b[k + 1])) for k in range(len(b) - 1)]
 
 
 def shard_rows(layout: StoreLayout, shard: int, n_samples: list[int], items: list[int]) -> list[list[int]]:
@@ -264,13 +258,19 @@ def write_marker(out: Path, shard: int, records: list[dict], retries: list[str] 
     _atomic_write_json(marker_path(out, shard), marker)
 
 
+def iter_markers(out: Path):
+    """The markers, one at a time, in shard order (a 10M-item store has 625K of them)."""
+    for k in sorted(completed_shards(out)):
+        yield json.loads(marker_path(out, k).read_text())
+
+
 def read_markers(out: Path) -> list[dict]:
-    return [json.loads(marker_path(out, k).read_text()) for k in sorted(completed_shards(out))]
+    return list(iter_markers(out))
 
 
 def write_failures(out: Path) -> list[dict]:
-    """Rebuild failures.jsonl from the markers; returns the failure records."""
-    failures = [r for m in read_markers(out) for r in m["items"] if not r["ok"]]
+    """Rebuild failures.jsonl from the markers (read one at a time); returns the failure records."""
+    failures = [r for m in iter_markers(out) for r in m["items"] if not r["ok"]]
     tmp = Path(out) / "failures.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in failures))
     tmp.replace(Path(out) / "failures.jsonl")
