@@ -54,7 +54,8 @@ class StringColumn:
         block = bytes(self.data[base:o[-1]])
         return [block[a - base:b - base].decode() for a, b in zip(o[:-1], o[1:], strict=True)]
 
-    def chunks(self, size: int = CHUNK) -> Iterator[list[str]]:
+    def chunks(self, size: int | None = None) -> Iterator[list[str]]:
+        size = size or CHUNK
         for start in range(0, len(self), size):
             yield self.decode(start, min(len(self), start + size))
 
@@ -116,8 +117,9 @@ class ItemTable(Sequence):
     def __add__(self, other) -> list[WorkItem]:
         return list(self) + list(other)
 
-    def chunks(self, size: int = CHUNK) -> Iterator[tuple[list[str], list[str], list[int]]]:
-        """(keys, locators, n_samples) lists of up to ``size`` items at a time, in order."""
+    def chunks(self, size: int | None = None) -> Iterator[tuple[list[str], list[str], list[int]]]:
+        """(keys, locators, n_samples) lists of up to ``size`` (``CHUNK``) items at a time, in order."""
+        size = size or CHUNK
         for start in range(0, len(self), size):
             stop = min(len(self), start + size)
             keys = self.keys.decode(start, stop)
