@@ -76,8 +76,10 @@ def synthetic_table(n: int):
     loc[:, 12] = ord("/")
     loc[:, 13:45] = uid
     loc[:, 45:] = np.frombuffer(b".glb", np.uint8)
-    keys = StringColumn(bytearray(uid.tobytes()), np.arange(n + 1, dtype=np.int64) * 32)
-    locs = StringColumn(bytearray(loc.tobytes()), np.arange(n + 1, dtype=np.int64) * 49)
+    keys = StringColumn(uid.tobytes(), np.arange(n + 1, dtype=np.int64) * 32)
+    del uid
+    locs = StringColumn(loc.tobytes(), np.arange(n + 1, dtype=np.int64) * 49)
+    del loc
     return ItemTable(keys, locs, np.ones(n, np.int32))
 
 
