@@ -157,12 +157,13 @@ def child_end(impl: str, out: str) -> dict:
     names = shard_writer.completed_shards(Path(out))
     t_list = time.perf_counter() - t0
     t1 = time.perf_counter()
-    failures = shard_writer.write_failures(Path(out))
+    failures = shard_writer.write_failures(Path(out))  # before: every record; after: (first 1000, counts)
+    n_failures = len(failures) if isinstance(failures, list) else sum(failures[1].values())
     t_fail = time.perf_counter() - t1
     t2 = time.perf_counter()
     shard_writer.store_bytes(Path(out))
     t_bytes = time.perf_counter() - t2
-    return {"markers": len(names), "list_s": t_list, "failures_s": t_fail, "failures": len(failures),
+    return {"markers": len(names), "list_s": t_list, "failures_s": t_fail, "failures": n_failures,
             "store_bytes_s": t_bytes, "peak_rss_mib": rss_mib()}
 
 
@@ -362,8 +363,13 @@ for k in range(rp.n_shards // 2):
 
 def fmt(r: dict, key: str, unit: str = "s", digits: int = 2) -> str:
     if r.get("over_cap"):
-        return f"> cap (stopped at {r['peak_rss_mib'] / 1024:.1f} GiB after {r['stopped_after_s']:.0f} s)"
+        return "-"
     return f"{r[key]:.{digits}f} {unit}".rstrip()
+
+
+def capped(r: dict) -> str:
+    return (f"  STOPPED: RSS passed the cap ({r['peak_rss_mib'] / 1024:.1f} GiB) after {r['stopped_after_s']:.0f} s"
+            if r.get("over_cap") else "")
 
 
 def main():
@@ -388,7 +394,7 @@ def main():
                 r = run_child(trees[impl], args.cap_gib, "plan", impl, n, str(tmp / "none.zarr"))
                 rows.append(("plan", n, impl, r))
                 print(f"plan   {n:>9} {impl:6}  items {fmt(r, 'items_s')}  plan {fmt(r, 'plan_s')}  "
-                      f"peak RSS {fmt(r, 'peak_rss_mib', 'MiB', 0)}", flush=True)
+                      f"peak RSS {fmt(r, 'peak_rss_mib', 'MiB', 0)}{capped(r)}", flush=True)
     if "resume" in parts:
         for n in sizes:
             store = make_store(trees["after"], n, tmp)
@@ -396,11 +402,11 @@ def main():
                 r = run_child(trees[impl], args.cap_gib, "plan", impl, n, str(store))
                 rows.append(("resume-plan", n, impl, r))
                 print(f"resume {n:>9} {impl:6}  plan {fmt(r, 'plan_s')} (todo {r.get('todo')})  "
-                      f"peak RSS {fmt(r, 'peak_rss_mib', 'MiB', 0)}", flush=True)
+                      f"peak RSS {fmt(r, 'peak_rss_mib', 'MiB', 0)}{capped(r)}", flush=True)
                 e = run_child(trees[impl], args.cap_gib, "end", impl, str(store))
                 rows.append(("end", n, impl, e))
                 print(f"end    {n:>9} {impl:6}  list {fmt(e, 'list_s')}  failures.jsonl {fmt(e, 'failures_s')}  "
-                      f"size {fmt(e, 'store_bytes_s')}  peak RSS {fmt(e, 'peak_rss_mib', 'MiB', 0)}", flush=True)
+                      f"size {fmt(e, 'store_bytes_s')}  peak RSS {fmt(e, 'peak_rss_mib', 'MiB', 0)}{capped(e)}", flush=True)
             subprocess.run(["rm", "-rf", str(store)], check=True)
     if "driver" in parts:
         for w in [int(x) for x in args.workers.split(",")]:
@@ -410,7 +416,7 @@ def main():
                 rows.append(("driver", w, impl, r))
                 print(f"driver {w:>4} workers {impl:6}  {fmt(r, 'cpu_ms_per_shard', 'ms', 2)} driver CPU per finished "
                       f"shard, {fmt(r, 'shards_s', 'shards/s', 1)} (released at {args.rate:g}/s), "
-                      f"{r.get('turns')} turns", flush=True)
+                      f"{r.get('turns')} turns{capped(r)}", flush=True)
     if "fetch" in parts:
         import gzip
 
@@ -424,7 +430,7 @@ def main():
         for impl in ("before", "after"):
             r = run_child(trees[impl], args.cap_gib, "fetch", impl, str(cache), uid, pairs[uid])
             rows.append(("fetch", 800_000, impl, r))
-            print(f"fetch  800000 {impl:6}  {fmt(r, 'fetch_s', 's', 4)} per cached object", flush=True)
+            print(f"fetch  800000 {impl:6}  {fmt(r, 'fetch_s', 's', 4)} per cached object{capped(r)}", flush=True)
         import glob
 
         for i in range(args.glbs):

@@ -49,10 +49,13 @@ class StringColumn:
 
     def decode(self, start: int, stop: int) -> list[str]:
         """Strings ``start..stop-1`` as a list."""
-        o = self.offsets[start:stop + 1].tolist()
-        base = o[0]
-        block = bytes(self.data[base:o[-1]])
-        return [block[a - base:b - base].decode() for a, b in zip(o[:-1], o[1:], strict=True)]
+        o = self.offsets[start:stop + 1]
+        block = bytes(self.data[o[0]:o[-1]])
+        cuts = (o - o[0]).tolist()
+        text = block.decode()
+        if len(text) == len(block):  # ASCII: byte offsets are character offsets (one decode)
+            return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return [block[a:b].decode() for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
     def chunks(self, size: int | None = None) -> Iterator[list[str]]:
         size = size or CHUNK

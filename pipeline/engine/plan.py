@@ -76,7 +76,7 @@ def fingerprint_and_duplicate(body: dict, items: ItemTable) -> tuple[str, str | 
     for keys, locs, ns in items.chunks():
         if pos:
             digest.update(b", ")
-        digest.update(json.dumps([[k, loc, n] for k, loc, n in zip(keys, locs, ns, strict=True)])[1:-1].encode())
+        digest.update(json.dumps(list(zip(keys, locs, ns, strict=True)))[1:-1].encode())  # tuples dump as lists
         hashes[pos:pos + len(keys)] = np.fromiter(map(hash, keys), np.int64, len(keys))
         pos += len(keys)
     digest.update(head[len('{"items": ['):].encode())

@@ -79,7 +79,8 @@ class RunSummary:
     shards_total: int = 0
     shards_run: int = 0
     seconds: float = 0.0
-    failures: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)   # the store's failure records (the first 1000)
+    failure_counts: Counter = field(default_factory=Counter)  # all of them, by (stage, reason)
     store_bytes: int = 0
     notes: list[str] = field(default_factory=list)   # the job's own lines (Job.notes)
     shard_failures: dict[int, str] = field(default_factory=dict)  # shard -> why it kept failing
@@ -99,9 +100,9 @@ class RunSummary:
             f"size on disk   {self.store_bytes / 2**20:.1f} MiB",
         ]
         lines += [f"note           {n}" for n in self.notes]
-        if self.failures:
-            by = Counter((f["stage"], f["reason"]) for f in self.failures)
-            lines.append(f"failures       {len(self.failures)} (all in {self.out / 'failures.jsonl'}); most common:")
+        by = self.failure_counts or Counter((f["stage"], f["reason"]) for f in self.failures)
+        if by:
+            lines.append(f"failures       {sum(by.values())} (all in {self.out / 'failures.jsonl'}); most common:")
             lines += [f"  {n:>5} x {stage}: {reason}" for (stage, reason), n in by.most_common(5)]
         if self.shard_failures:
             lines.append(f"failed shards  {len(self.shard_failures)} kept failing outside any item (not marked; "
@@ -364,7 +365,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
     summary.shard_failures, summary.stopped = result.failed, result.stopped
     summary.shards_not_started = result.not_started
     try:
-        summary.failures = shard_writer.write_failures(out)
+        summary.failures, summary.failure_counts = shard_writer.write_failures(out)
     except OSError as e:  # a full device may refuse failures.jsonl too: the markers keep the records
         refused = storage_error(e, out)
         if refused is None:

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import zarr
@@ -268,13 +269,22 @@ def read_markers(out: Path) -> list[dict]:
     return list(iter_markers(out))
 
 
-def write_failures(out: Path) -> list[dict]:
-    """Rebuild failures.jsonl from the markers (read one at a time); returns the failure records."""
-    failures = [r for m in iter_markers(out) for r in m["items"] if not r["ok"]]
+def write_failures(out: Path, keep: int = 1000) -> tuple[list[dict], Counter]:
+    """Rebuild failures.jsonl from the markers, one marker at a time, streaming the file (a 10M-item
+    store may hold a million failures); returns (the first ``keep`` failure records, the count of
+    every failure by (stage, reason))."""
+    first, counts = [], Counter()
     tmp = Path(out) / "failures.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in failures))
+    with open(tmp, "w") as f:
+        for marker in iter_markers(out):
+            for r in marker["items"]:
+                if not r["ok"]:
+                    f.write(json.dumps(r) + "\n")
+                    counts[(r["stage"], r["reason"])] += 1
+                    if len(first) < keep:
+                        first.append(r)
     tmp.replace(Path(out) / "failures.jsonl")
-    return failures
+    return first, counts
 
 
 def _atomic_write_json(path: Path, obj) -> None:

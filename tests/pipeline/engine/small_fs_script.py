@@ -3,8 +3,8 @@ private mount namespace: run this under ``unshare -rm``), through the real CLI a
 local Ray instance; reports each run's exit code and output as JSON.
 
     unshare -rm python tests/pipeline/engine/small_fs_script.py WORK no-space
-        a 30 MB filesystem fills up after a few objects; it then grows to 300 MB and the same
-        command runs again
+        an 8 MB filesystem fills up after a few objects (24 x 256^2, ~1 MB each); it then grows to
+        100 MB and the same command runs again
     unshare -rm python tests/pipeline/engine/small_fs_script.py WORK read-only
         the store's folder turns read-only once the first shard is marked (a read-only bind mount
         over it: a remount of the tmpfs itself is refused while workers hold journals open for
@@ -51,11 +51,11 @@ def main(work: Path, mode: str) -> dict:
     out = disk / "objaverse.zarr"
     report = {"out": str(out)}
     try:
-        if mode == "no-space":  # full-size samples (24 x 512^2, ~3.8 MB each): 30 MB holds a few
-            mount(disk, "size=30m")
-            args = ["--samples-per-shard", "2"]
+        if mode == "no-space":  # 24 x 256^2 samples, ~1 MB each: 8 MB holds a few
+            mount(disk, "size=8m")
+            args = ["--resolution", "256", "--samples-per-shard", "2"]
             report["first"] = render(src, out, args)
-            mount_opts = "remount,size=300m"  # the disk grows
+            mount_opts = "remount,size=100m"  # the disk grows
         else:
             mount(disk, "size=100m")
             args = ["--frames", "4", "--resolution", "64", "--samples-per-shard", "1"]
