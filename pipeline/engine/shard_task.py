@@ -24,7 +24,9 @@ holders of another driver run: ``holders.died_holding``) is it recorded as faile
 "worker": it is poisoned), and an item whose watchdog fired as "timeout".
 
 A step function may carry a ``prepare(items, options)`` attribute: called once per attempt
-with the items it still has to make (e.g. to download a shard's objects together).
+with the items it still has to make (e.g. to download a shard's objects together), under a
+watchdog of ``timeout_s`` (``timeout (prepare)``); after it fired once, a shard's later attempts
+skip it (each item's own step still fetches what it needs, under its own watchdog).
 
 A write into the store that the device refuses (``errors.storage_error``: ENOSPC, EROFS, ...)
 is not an item's failure: the task raises it and the runner stops scheduling.
@@ -48,6 +50,7 @@ import fcntl
 import importlib
 import json
 import os
+import signal
 import threading
 import time
 import traceback
@@ -170,6 +173,7 @@ class _Watchdog:
         journal.write(f"timeout {key}\n")
         journal.flush()
         os.fsync(journal.fileno())
+        _kill_descendants()  # a forked child (a download pool) shares the journal's lock: it must go too
         os._exit(86)  # Ray sees a dead worker and retries the task; the journal says why
 
     def __enter__(self):
@@ -182,12 +186,39 @@ class _Watchdog:
         faulthandler.cancel_dump_traceback_later()
 
 
+def _kill_descendants() -> None:
+    """SIGKILL every process descended from this one (Linux ``/proc``; elsewhere nothing)."""
+    children: dict[int, list[int]] = {}
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+    except OSError:
+        return
+    todo, seen = list(children.get(os.getpid(), [])), set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo += children.get(pid, [])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 POISONED = "the worker process died twice on this item (segfault or out of memory)"
+PREPARE = "(prepare)"  # the watchdog key of a step's prepare hook
 
 
 def _deaths(starts: list[dict], run: str | None) -> list[dict]:
@@ -275,7 +306,8 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
         if state.dangling is not None:
             key, started = state.dangling
             rows = next((r for it, r in items if it.key == key), [])
-            if key in state.timed_out or last_write - started >= timeout_s:
+            # (a journal last written by a prepare that timed out says nothing about this item)
+            if key in state.timed_out or (PREPARE not in state.timed_out and last_write - started >= timeout_s):
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "timeout",
                               "reason": f"took longer than {timeout_s:g} s and was killed", "seconds": None}
                 log("end " + json.dumps(ended[key]))
@@ -287,9 +319,11 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                 log("end " + json.dumps(ended[key]))
             # else: the worker died once with this item in flight (or its node was lost): tried again below
         prepare = getattr(step, "prepare", None)
-        if prepare is not None and (todo := [it for it, _ in items if it.key not in ended]):
+        if prepare is not None and PREPARE not in state.timed_out and (todo := [it for it, _ in items
+                                                                               if it.key not in ended]):
             try:
-                prepare(todo, options)
+                with _Watchdog(timeout_s, journal, PREPARE):
+                    prepare(todo, options)
             except Exception as e:  # noqa: BLE001  (a head start only: each item's own step still fetches)
                 log("prepare-failed " + json.dumps(_one_line(e)))
         who = holders.holder(run_id)

@@ -8,6 +8,7 @@ import http.server
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ MISSING = "f" * 32  # listed in object-paths.json.gz, absent from the mirror
 class Mirror(http.server.ThreadingHTTPServer):
     """A static HTTP server on 127.0.0.1 over ``root`` that logs the paths it was asked for."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, hang: frozenset = frozenset()):
         self.requests: list[str] = []
         mirror = self
 
@@ -36,6 +37,9 @@ class Mirror(http.server.ThreadingHTTPServer):
 
             def do_GET(self):  # noqa: N802
                 mirror.requests.append(self.path)
+                if self.path in hang:  # a server that accepts and never answers
+                    time.sleep(60)
+                    return
                 super().do_GET()
 
             def log_message(self, *a):
@@ -99,13 +103,14 @@ def test_objects_download_once_per_object_into_the_packages_layout(ray_cluster, 
 
 
 @pytest.fixture
-def xl_mirror(tmp_path, builtin_dir):
-    """Smithsonian objects whose identifiers (their download URLs, as in Objaverse-XL) point at loopback."""
+def xl_mirror(request, tmp_path, builtin_dir):
+    """Smithsonian objects whose identifiers (their download URLs, as in Objaverse-XL) point at
+    loopback; ``@pytest.mark.parametrize("xl_mirror", [paths], indirect=True)``: these never answer."""
     root = tmp_path / "si"
     root.mkdir()
     for name in NAMES:
         shutil.copy(builtin_dir / f"{name}.glb", root / f"{name}.glb")
-    server = Mirror(root)
+    server = Mirror(root, frozenset(getattr(request, "param", ())))
     cache = tmp_path / "objaverse"
     (cache / "smithsonian").mkdir(parents=True)
     rows = [{"fileIdentifier": f"{server.url}/{name}.glb", "source": "smithsonian", "license": "CC0",
@@ -127,3 +132,18 @@ def test_objaverse_xl_downloads_through_the_package_a_shard_at_a_time(ray_cluste
         hit = objaverse_xl.cached(cache, json.loads(loc))
         assert hit is not None and hit.parent == cache / "smithsonian" / "objects"
     assert len(StoreReader(tmp_path / "x.zarr")) == 4
+
+
+@pytest.mark.parametrize("xl_mirror", [["/builtin-globe.glb"]], indirect=True)
+def test_a_download_that_never_answers_times_out_its_item_not_the_shard(ray_cluster, xl_mirror, tmp_path):
+    server, cache = xl_mirror
+    job, _ = small_job(tmp_path / "x.zarr", source="objaverse-xl", cache_dir=str(cache), samples_per_shard=4,
+                       xl_sources=["smithsonian"])
+    summary = runner.run(job, workers=1, timeout_s=5, progress=False)
+    assert (summary.items_ok, summary.items_failed) == (3, 1) and summary.shard_failures == {}
+    [hung] = summary.failures
+    assert hung["key"].endswith("/builtin-globe.glb") and hung["stage"] == "timeout"
+    # the shard's download call hung first (its watchdog fired), then the item's own fetch
+    from pipeline.engine import shard_writer
+
+    assert "timeout (prepare)" in shard_writer.journal_path(tmp_path / "x.zarr", 0).read_text()
