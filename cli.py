@@ -1,7 +1,10 @@
 """manivideo command line: data pipeline (render-objaverse, render-hoi), store tools, trainer.
 
 Every command exits 0 on success, 2 with a one-line message on bad input (writing
-nothing), and 1 on an unexpected internal error.
+nothing), and 1 on an unexpected internal error. A render command also exits 3 when some
+shards kept failing outside any item (the others are done; the summary names them), and 4
+when the store's device refused writes ("no space left on the device holding OUT", read-only,
+no permission): no new shard was started, finished shards are kept, a rerun goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import UserError
+from pipeline.errors import RunIncomplete, StorageError, UserError
 from pipeline.output import RETRY_FAILED_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -53,6 +56,12 @@ def render_objaverse(
                                               "images in one atlas pass) or 'pyrender'")] = "atlas",
     timeout: Annotated[float, typer.Option(help="seconds per object before it is killed and recorded")] = 600.0,
     address: Annotated[str | None, typer.Option(help="join this Ray cluster (e.g. 'auto' or HOST:6379)")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        help="GPUs per worker (NVIDIA EGL renders on the GPU Ray assigns); default: share local GPUs, 0 with "
+             "--address")] = None,
+    mirror: Annotated[str | None, typer.Option(
+        help="objaverse: download from this URL (a mirror in the Hugging Face repo's layout: object-paths.json.gz, "
+             "glbs/...) instead of Hugging Face; not part of the store's identity")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store made with other arguments")] = False,
     retry_failed: Annotated[str | None, typer.Option(metavar="[STAGE,...]", help=RETRY_FAILED_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -71,11 +80,16 @@ def render_objaverse(
     except ConfigError as e:
         raise UserError(str(e)) from None
     check_writable(out)
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker:g}")
+    gpus = runner.auto_gpus_per_worker(workers, address) if gpus_per_worker is None else gpus_per_worker
     job = objaverse_job.build_job(source, out, cfg, limit, str(uids) if uids else None, lvis,
-                                  str(cache_dir) if cache_dir else None, workers, xl_source, license)
+                                  str(cache_dir) if cache_dir else None, workers, xl_source, license,
+                                  num_gpus_per_worker=gpus, mirror=mirror)
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
                          retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
+    summary.raise_if_incomplete()
 
 
 @app.command("inspect")
@@ -203,6 +217,12 @@ def main() -> None:
     except (UserError, ConfigError, SchemaError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except RunIncomplete as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    except StorageError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(4)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:

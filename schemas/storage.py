@@ -35,7 +35,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.errors import NoSpaceLeft, UserError, WriteRefused
+from pipeline.errors import UserError, storage_error  # noqa: F401  (storage_error: re-exported for the storage layer)
 
 LOCAL_SCHEMES = ("", "file")
 # zarrs rebuilds an obstore store in its own Rust copy of object_store and says so once per array opened
@@ -75,30 +75,6 @@ def file_crc(data: bytes) -> str:
 
 
 # --- errors --------------------------------------------------------------------------------------
-
-_QUOTA_WORDS = ("quotaexceeded", "quota exceeded", "storagefull", "insufficientstorage", "xminiostoragefull",
-                "storagequotaexceeded", "insufficient storage")
-
-
-def storage_error(e: BaseException, where: str) -> Exception | None:
-    """The one-line StorageError for an error no retry fixes (``where``: the store as the user
-    named it), or None when ``e`` is something else."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceLeft(f"no space left on the device holding {where}")
-    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "read-only file system" if e.errno == errno.EROFS else "permission denied"
-        return WriteRefused(f"{where} refuses writes: {why}")
-    name = type(e).__name__
-    text = str(e).lower()
-    if name in ("PermissionDeniedError", "UnauthenticatedError") or "accessdenied" in text:
-        return WriteRefused(f"the bucket holding {where} refuses writes: access denied "
-                            "(check the credentials in the environment: AWS_*, AWS_PROFILE, GOOGLE_*, AZURE_*)")
-    if any(w in text.replace(" ", "") or w in text for w in _QUOTA_WORDS):
-        return NoSpaceLeft(f"no space left in the bucket holding {where} (quota exceeded)")
-    if "nosuchbucket" in text:
-        return WriteRefused(f"{where}: the bucket does not exist")
-    return None
-
 
 def read_error(e: BaseException, where: str) -> UserError | None:
     """The one-line UserError for a store that cannot be read (credentials, a missing bucket), or None."""

@@ -3,7 +3,8 @@
 Runs inside a Ray worker (or directly, in tests). Crash and hang handling lives here,
 beside the output, in the shard's journal:
 
-  ``start {"key", "t", "pid"}``  before an item is processed (JSON: wall-clock start, worker process)
+  ``start {"key", "t", "pid", "node", "run"}``  before an item is processed (JSON: wall-clock
+                            start; the holder: worker process, Ray node, driver run)
   ``end <json record>``     after it is made: its rows compressed in memory, or failed
   ``flushed {"keys"}``      these items' rows are in the shard files (an ok ``end`` counts
                             only once a ``flushed`` line names it)
@@ -15,10 +16,20 @@ Rows are compressed per item and written once per shard, at its end (or earlier 
 pass ``FLUSH_BYTES``): each array's shard file is replaced atomically, keeping the rows
 already in it. When a task is retried (Ray restarts it after the worker died), items
 with an ``end`` line named by a later ``flushed`` line (or a failure's ``end``) are not
-redone; items made but not yet written are made again, and are not suspects. An item that was started but never ended killed the worker, or was on it
-when something else did (``kill -9``, the OOM killer, a preempted node): it is tried
-again; only when it was started twice without ending is it recorded as failed (stage
+redone; items made but not yet written are made again, and are not suspects. An item that
+was started but never ended killed the worker, or was on it when something else did
+(``kill -9``, the OOM killer, a preempted node): it is tried again; only when its own worker
+died twice while holding it (not counting holders on lost nodes, holders still alive, or
+holders of another driver run: ``holders.died_holding``) is it recorded as failed (stage
 "worker": it is poisoned), and an item whose watchdog fired as "timeout".
+
+A step function may carry a ``prepare(items, options)`` attribute: called once per attempt
+with the items it still has to make (e.g. to download a shard's objects together), under a
+watchdog of ``timeout_s`` (``timeout (prepare)``); after it fired once, a shard's later attempts
+skip it (each item's own step still fetches what it needs, under its own watchdog).
+
+A write into the store that the device refuses (``errors.storage_error``: ENOSPC, EROFS, ...)
+is not an item's failure: the task raises it and the runner stops scheduling.
 
 ``--retry-failed``: the runner passes ``retry = {"run": id, "keys": [...]}`` for a finished
 shard; the task appends the ``retry`` line once per run (a Ray retry of the same run
@@ -45,6 +56,7 @@ import faulthandler
 import importlib
 import json
 import os
+import signal
 import threading
 import time
 import traceback
@@ -54,9 +66,9 @@ from pathlib import Path
 
 from numcodecs import blosc
 
-from pipeline.engine import shard_writer
+from pipeline.engine import holders, shard_writer
 from pipeline.engine.journal import ShardJournal
-from pipeline.errors import StepFailed, StorageError
+from pipeline.errors import StepFailed, StorageError, storage_error
 from schemas import SchemaError, StoreLayout
 from schemas.storage import open_location
 from schemas.store import SAMPLE_ATTRS
@@ -100,13 +112,14 @@ def resolve_step(ref: str):
 class JournalState:
     """What a shard's journal says. ``ended``: end records by key; ``dangling``: (key, start
     time) of the last item started and not ended; ``timed_out``: keys whose watchdog fired;
-    ``starts``: start lines per key not yet ended; ``runs``: retry run ids seen; ``made``: ok
-    items whose rows were made but are not in the shard files (redone by the next attempt)."""
+    ``starts``: per key not yet ended, its start records (``{"key", "t", "pid", "node", "run"}``);
+    ``runs``: retry run ids seen; ``made``: ok items whose rows were made but are not in the
+    shard files (redone by the next attempt)."""
 
     ended: dict
     dangling: tuple[str, float] | None
     timed_out: set
-    starts: Counter
+    starts: dict
     runs: set
     made: dict
 
@@ -127,7 +140,7 @@ def parse_journal(text: str) -> JournalState:
     ended: dict[str, dict] = {}
     made: dict[str, dict] = {}  # ok items whose rows were in memory, not yet in a "flushed" line
     started: list[tuple[str, float]] = []
-    starts: Counter = Counter()
+    starts: dict[str, list[dict]] = {}
     timed_out: set[str] = set()
     runs: set[str] = set()
     if text:
@@ -140,7 +153,7 @@ def parse_journal(text: str) -> JournalState:
             if kind == "start":
                 try:
                     started.append((rec["key"], float(rec["t"])))
-                    starts[rec["key"]] += 1
+                    starts.setdefault(rec["key"], []).append(rec)
                 except (KeyError, TypeError, ValueError):
                     continue
                 made.pop(rec["key"], None)  # made again: an earlier attempt's unwritten rows are void
@@ -191,6 +204,7 @@ class _Watchdog:
         try:
             journal.log(f"timeout {key}", durable=True)
         finally:
+            _kill_descendants()  # a forked child (a download pool) shares the journal's lock: it must go too
             os._exit(86)  # Ray sees a dead worker and retries the task; the journal says why
 
     def __enter__(self):
@@ -205,12 +219,49 @@ class _Watchdog:
         faulthandler.cancel_dump_traceback_later()
 
 
+def _kill_descendants() -> None:
+    """SIGKILL every process descended from this one (Linux ``/proc``; elsewhere nothing)."""
+    children: dict[int, list[int]] = {}
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+    except OSError:
+        return
+    todo, seen = list(children.get(os.getpid(), [])), set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo += children.get(pid, [])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 POISONED = "the worker process died twice on this item (segfault or out of memory)"
+PREPARE = "(prepare)"  # the watchdog key of a step's prepare hook
+
+
+def _deaths(starts: list[dict], run: str | None) -> list[dict]:
+    """The start records whose worker died holding the item (``holders.died_holding``); waits
+    for Ray to notice a lost node only when the count would poison the item."""
+    here = holders.current_node()
+    quick = [s for s in starts if holders.died_holding(s, run, here, wait_s=0)]
+    if len(quick) < 2:
+        return quick
+    return [s for s in quick if holders.died_holding(s, run, here)]
 
 
 def _same_store(loc, nonce: str) -> bool:
@@ -219,12 +270,14 @@ def _same_store(loc, nonce: str) -> bool:
 
 
 def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[WorkItem, list[int]]],
-                  step_ref: str, options: dict, timeout_s: float, nonce: str, retry: dict | None = None) -> dict:
+                  step_ref: str, options: dict, timeout_s: float, nonce: str, retry: dict | None = None,
+                  run_id: str | None = None) -> dict:
     """Process every item of shard ``shard`` and write its completion marker.
 
     ``items``: (item, rows) pairs in shard order; ``nonce``: the store creation this task
     belongs to; ``retry``: ``{"run": id, "keys": [...]}`` to re-run recorded failures of a
-    finished shard (``--retry-failed``). Returns the marker dict.
+    finished shard (``--retry-failed``); ``run_id``: the driver run (see ``holders``). Returns
+    the marker dict. Raises ``StorageError`` when the store's device refuses a write.
     """
     loc = open_location(out)
     layout = StoreLayout.from_attrs(layout_attrs)
@@ -283,20 +336,33 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
         if state.dangling is not None:
             key, started = state.dangling
             rows = next((r for it, r in items if it.key == key), [])
-            if key in state.timed_out or (last_write is not None and last_write - started >= timeout_s):
+            # (a journal last written by a prepare that timed out says nothing about this item)
+            if key in state.timed_out or (PREPARE not in state.timed_out and last_write is not None
+                                          and last_write - started >= timeout_s):
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "timeout",
                               "reason": f"took longer than {timeout_s:g} s and was killed", "seconds": None}
                 log("end " + json.dumps(ended[key]))
-            elif state.starts[key] >= 2:
+            elif len(deaths := _deaths(state.starts.get(key, []), run_id)) >= 2:
                 ended[key] = {"key": key, "rows": rows, "ok": False, "stage": "worker", "reason": POISONED,
-                              "detail": f"started {state.starts[key]} times, never finished", "seconds": None}
+                              "detail": "its worker died holding it, never finished: " + ", ".join(
+                                  f"pid {d.get('pid')} on node {str(d.get('node'))[:12]}" for d in deaths),
+                              "seconds": None}
                 log("end " + json.dumps(ended[key]))
-            # else: the worker died once with this item in flight: it is tried again below
+            # else: the worker died once with this item in flight (or its node was lost): tried again below
+        prepare = getattr(step, "prepare", None)
+        if prepare is not None and PREPARE not in state.timed_out and (todo := [it for it, _ in items
+                                                                               if it.key not in ended]):
+            try:
+                with _Watchdog(timeout_s, att, PREPARE):
+                    prepare(todo, options)
+            except Exception as e:  # noqa: BLE001  (a head start only: each item's own step still fetches)
+                log("prepare-failed " + json.dumps(_one_line(e)))
+        who = holders.holder(run_id)
         for item, rows in items:
             if item.key in ended:
                 records.append(ended[item.key])
                 continue
-            log("start " + json.dumps({"key": item.key, "t": time.time(), "pid": os.getpid()}))
+            log("start " + json.dumps({"key": item.key, "t": time.time(), **who}))
             t0 = time.perf_counter()
             rec = {"key": item.key, "rows": rows, "ok": True, "stage": None, "reason": None}
             try:
@@ -314,7 +380,10 @@ def process_shard(out: str, layout_attrs: dict, shard: int, items: list[tuple[Wo
                     kept = [(r, s) for r, s in zip(rows, samples, strict=True) if not isinstance(s, Skipped)]
                     attrs = [dict(s.get(SAMPLE_ATTRS, {})) for _, s in kept]
                     t_encode = time.perf_counter()
-                    buffer.add([r for r, _ in kept], [s for _, s in kept])  # all rows or none (SchemaError: none)
+                    try:
+                        buffer.add([r for r, _ in kept], [s for _, s in kept])  # all rows or none (SchemaError: none)
+                    except OSError as e:  # the store's device refuses writes: not this item's fault
+                        raise (storage_error(e, out) or e) from None
                     timings["encode"] = time.perf_counter() - t_encode
                     rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
                     if skipped:

@@ -29,9 +29,11 @@ is simply redone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import zarr
@@ -95,19 +97,13 @@ def codecs_for(codec: str, ndim: int) -> tuple[list, list]:
 def plan_shards(n_samples: list[int], samples_per_shard: int) -> list[list[int]]:
     """Pack items (in order) into shards of at most S rows; an item never spans two shards.
 
-    Returns, per shard, the item indices it holds. Deterministic in its inputs.
+    Returns, per shard, the item indices it holds. Deterministic in its inputs. (The runner
+    uses ``plan.shard_bounds``, the same packing as an array of bounds.)
     """
-    shards: list[list[int]] = []
-    used = samples_per_shard
-    for i, n in enumerate(n_samples):
-        if n > samples_per_shard:
-            raise ValueError(f"item {i} yields {n} samples, more than samples_per_shard={samples_per_shard}")
-        if used + n > samples_per_shard:
-            shards.append([])
-            used = 0
-        shards[-1].append(i)
-        used += n
-    return shards
+    from pipeline.engine.plan import shard_bounds
+
+    b = shard_bounds(n_samples, samples_per_shard).tolist()
+    return [list(range(b[k], b[k + 1])) for k in range(len(b) - 1)]
 
 
 def shard_rows(layout: StoreLayout, shard: int, n_samples: list[int], items: list[int]) -> list[list[int]]:
@@ -320,25 +316,47 @@ def write_marker(out, shard: int, records: list[dict], retries: list[str] | None
     open_location(out).write_json(marker_key(shard), marker)
 
 
-def read_markers(out) -> list[dict]:
-    """Every marker, in shard order (read concurrently on an object store); an unreadable marker
-    is left out (``schemas.index`` reports it)."""
+def iter_markers(out, chunk: int = 256):
+    """Every readable marker, one at a time, in shard order (a 10M-item store has 625K of them);
+    read ``chunk`` at a time (concurrently on an object store). An unreadable marker is left out
+    (``schemas.index`` reports it)."""
     loc = open_location(out)
     shards = sorted(marker_shards(loc))
-    out_ = []
-    for raw in loc.read_many([marker_key(k) for k in shards]):
-        try:
-            out_.append(json.loads(raw))
-        except (TypeError, ValueError):
-            continue
-    return out_
+    for i in range(0, len(shards), chunk):
+        for raw in loc.read_many([marker_key(k) for k in shards[i:i + chunk]]):
+            try:
+                yield json.loads(raw)
+            except (TypeError, ValueError):
+                continue
 
 
-def write_failures(out) -> list[dict]:
-    """Rebuild failures.jsonl from the markers; returns the failure records."""
-    failures = [r for m in read_markers(out) for r in m["items"] if not r["ok"]]
-    open_location(out).write_bytes("failures.jsonl", "".join(json.dumps(r) + "\n" for r in failures).encode())
-    return failures
+def read_markers(out) -> list[dict]:
+    return list(iter_markers(out))
+
+
+def write_failures(out, keep: int = 1000) -> tuple[list[dict], Counter]:
+    """Rebuild failures.jsonl from the markers, one marker at a time (a 10M-item store may hold a
+    million failures: a local store streams to a temp file renamed at the end; an object store gets
+    one PUT); returns (the first ``keep`` failure records, the count of every failure by (stage, reason))."""
+    first, counts = [], Counter()
+    loc = open_location(out)
+    local = loc.is_local
+    tmp = Path(out) / "failures.jsonl.tmp" if local else None
+    chunks: list[str] = []
+    with open(tmp, "w") if local else contextlib.nullcontext() as f:
+        for marker in iter_markers(out):
+            for r in marker["items"]:
+                if not r["ok"]:
+                    line = json.dumps(r) + "\n"
+                    f.write(line) if local else chunks.append(line)
+                    counts[(r["stage"], r["reason"])] += 1
+                    if len(first) < keep:
+                        first.append(r)
+    if local:
+        tmp.replace(Path(out) / "failures.jsonl")
+    else:
+        loc.write_bytes("failures.jsonl", "".join(chunks).encode())
+    return first, counts
 
 
 def store_bytes(out) -> int:

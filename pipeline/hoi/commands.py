@@ -12,19 +12,6 @@ from pipeline.output import RETRY_FAILED_HELP, check_writable
 from schemas.config import MAX_PADDING
 
 
-def _auto_gpus(workers: int, address: str | None) -> float:
-    """GPUs per worker on a local machine: share the visible GPUs among the workers (<= 1 each)."""
-    if address is not None:
-        return 0.0
-    try:
-        import torch
-
-        n = torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
-        n = 0
-    return min(1.0, n / workers) if n else 0.0
-
-
 def render_hoi(
     dataset: Annotated[str, typer.Argument(help="dataset: dexycb, arctic, taco, oakink2, hot3d or sequence (the open per-sequence format)")],
     root: Annotated[Path, typer.Option(help="dataset root (DexYCB: folder with calibration/, models/, subjects)")],
@@ -81,7 +68,7 @@ def render_hoi(
     check_writable(out)
     selection = {"subjects": subjects, "sequences": sequences, "cameras": cameras, "split": split,
                  "min_valid_frames": min_valid_frames}  # adapter.make_selection adds frames and stride
-    gpus = _auto_gpus(workers, address) if gpus_per_worker is None else gpus_per_worker
+    gpus = runner.auto_gpus_per_worker(workers, address) if gpus_per_worker is None else gpus_per_worker
     job = hoi_job.build_job(dataset, root, out, cfg, selection, str(mano_dir) if mano_dir else None, gpus,
                                 workers)
     if cfg.hand_model == "stand-in":
@@ -91,6 +78,7 @@ def render_hoi(
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
                          retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
+    summary.raise_if_incomplete()
 
 
 def make_demo_hoi(

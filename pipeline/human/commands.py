@@ -52,6 +52,7 @@ def render_human(
     summary = runner.run(job, workers, address, timeout_s=timeout, progress=progress, overwrite=overwrite,
                          retry_failed=runner.retry_stages(retry_failed))
     typer.echo(summary.format())
+    summary.raise_if_incomplete()
 
 
 def make_demo_human(

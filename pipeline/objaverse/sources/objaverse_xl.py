@@ -12,14 +12,24 @@ source's own layout under the cache folder (``--cache-dir``, default ``~/.objave
     thingiverse/thingiverse.parquet      thingiverse/thing-<thingId>-file-<fileId>.stl
     github/github.parquet                github/repos/<org>/<repo>/<path in the repo>
 
-An object already in that layout is used as is (no network). The GitHub downloader does
-not return paths of repositories it finds already downloaded, so their files are located
-from the identifier (``https://github.com/<org>/<repo>/blob/<commit>/<path>``).
+An object already in that layout is used as is (no network): its path follows from its
+identifier (``cached``), one ``stat`` (Sketchfab: one per ``glbs/`` folder), instead of the
+package's glob over every cached file of its source. The GitHub downloader does not return
+paths of repositories it finds already downloaded, so their files are located from the
+identifier (``https://github.com/<org>/<repo>/blob/<commit>/<path>``).
+
+Downloads go a shard at a time: ``prefetch`` (the step's ``prepare``) makes one
+``download_objects`` call for the shard's objects not in the cache. Each call of the package
+re-reads its source's state (Sketchfab: parses the 800K-entry ``object-paths.json.gz``; every
+source: globs its whole cache folder) and starts a process pool, so once per shard, not per
+object. ``fetch`` then finds the file; an object the shard call missed is fetched alone (its
+error recorded).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -123,19 +133,59 @@ def _github_cached(cache: Path, file_identifier: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def fetch(locator: str, cache_dir: str | None) -> Path:
-    """Local path of one XL object, downloading it in this worker if it is not cached."""
+def cached(cache: Path, loc: dict) -> Path | None:
+    """Where the package keeps an object of ``loc`` (``{"id", "source", "sha256"}``) under the
+    cache folder, if it is there (paths as objaverse/xl/<source>.py writes them)."""
+    from objaverse.utils import get_uid_from_str
+
+    fid, src = loc["id"], loc["source"]
+    if src == "github":
+        return _github_cached(cache, fid)
+    if src == "smithsonian":
+        path = cache / "smithsonian" / "objects" / f"{get_uid_from_str(fid)}.glb"
+    elif src == "thingiverse":  # thingiverse.py: get_thing_id_from_file_identifier / get_file_id_from_...
+        try:
+            thing, file_id = fid.split("/")[-2].split(":")[1], fid.split("fileId=")[-1]
+        except IndexError:
+            return None
+        path = cache / "thingiverse" / f"thing-{thing}-file-{file_id}.stl"
+    elif src == "sketchfab":  # hf-objaverse-v1/glbs/<dir>/<uid>.glb, <dir> from object-paths.json.gz
+        glbs = cache / "hf-objaverse-v1" / "glbs"
+        uid = fid.split("/")[-1]
+        dirs = sorted(os.scandir(glbs), key=lambda e: e.name) if glbs.is_dir() else []
+        return next((Path(d.path) / f"{uid}.glb" for d in dirs if (Path(d.path) / f"{uid}.glb").is_file()), None)
+    else:
+        return None
+    return path if path.is_file() else None
+
+
+def _download(cache: Path, locs: list[dict]) -> dict:
+    """One ``objaverse.xl.download_objects`` call for ``locs``: fileIdentifier -> path."""
     import objaverse.xl as oxl
     import pandas as pd
 
+    objects = pd.DataFrame([{"fileIdentifier": loc["id"], "source": loc["source"], "sha256": loc["sha256"]}
+                            for loc in locs])
+    kwargs = {"save_repo_format": "files"} if any(loc["source"] == "github" for loc in locs) else {}
+    return oxl.download_objects(objects, download_dir=str(cache), processes=1, **kwargs)
+
+
+def prefetch(locators: list[str], cache_dir: str | None) -> None:
+    """Download the objects of a shard that are not in the cache, in one package call."""
+    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
+    missing = [loc for loc in map(json.loads, locators) if cached(cache, loc) is None]
+    if missing:
+        _download(cache, missing)
+
+
+def fetch(locator: str, cache_dir: str | None) -> Path:
+    """Local path of one XL object, downloading it in this worker if it is not cached."""
     loc = json.loads(locator)
     cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
-    if loc["source"] == "github" and (hit := _github_cached(cache, loc["id"])) is not None:
+    if (hit := cached(cache, loc)) is not None:
         return hit
-    objects = pd.DataFrame([{"fileIdentifier": loc["id"], "source": loc["source"], "sha256": loc["sha256"]}])
-    kwargs = {"save_repo_format": "files"} if loc["source"] == "github" else {}
     try:
-        paths = oxl.download_objects(objects, download_dir=str(cache), processes=1, **kwargs)
+        paths = _download(cache, [loc])
     except Exception as e:  # noqa: BLE001
         text = str(e).strip().splitlines()
         raise StepFailed("fetch", f"{loc['source']} download failed",
