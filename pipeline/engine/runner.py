@@ -78,6 +78,7 @@ class RunSummary:
     items_failed: int = 0
     items_skipped: int = 0          # in shards completed by an earlier run
     samples_ok: int = 0
+    samples_skipped: Counter = field(default_factory=Counter)  # reason -> samples a step refused (shard_task.Skipped)
     shards_total: int = 0
     shards_run: int = 0
     seconds: float = 0.0
@@ -101,6 +102,9 @@ class RunSummary:
             f"throughput     {rate:.2f} items/s",
             f"size on disk   {self.store_bytes / 2**20:.1f} MiB",
         ]
+        if self.samples_skipped:
+            lines.append(f"skipped        {sum(self.samples_skipped.values())} samples not written: " + "; ".join(
+                f"{n} x {reason}" for reason, n in self.samples_skipped.most_common()))
         lines += [f"note           {n}" for n in self.notes]
         by = self.failure_counts or Counter((f["stage"], f["reason"]) for f in self.failures)
         if by:
@@ -360,6 +364,7 @@ def run(job: Job, workers: int, address: str | None = None, timeout_s: float = 6
             if rec["ok"]:
                 summary.items_ok += 1
                 summary.samples_ok += len(rec["rows"])
+                summary.samples_skipped.update(rec.get("skipped") or {})
             else:
                 summary.items_failed += 1
 

@@ -341,7 +341,7 @@ def write_failures(out, keep: int = 1000) -> tuple[list[dict], Counter]:
     first, counts = [], Counter()
     loc = open_location(out)
     local = loc.is_local
-    tmp = Path(out) / "failures.jsonl.tmp" if local else None
+    tmp = loc.root / "failures.jsonl.tmp" if local else None
     chunks: list[str] = []
     with open(tmp, "w") if local else contextlib.nullcontext() as f:
         for marker in iter_markers(out):
@@ -353,7 +353,7 @@ def write_failures(out, keep: int = 1000) -> tuple[list[dict], Counter]:
                     if len(first) < keep:
                         first.append(r)
     if local:
-        tmp.replace(Path(out) / "failures.jsonl")
+        tmp.replace(loc.root / "failures.jsonl")
     else:
         loc.write_bytes("failures.jsonl", "".join(chunks).encode())
     return first, counts

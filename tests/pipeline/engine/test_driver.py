@@ -7,10 +7,9 @@ import json
 import time
 
 import numpy as np
-import pytest
 
 from pipeline.engine import driver, runner, shard_writer
-from pipeline.errors import NoSpaceLeft, RunIncomplete, WriteRefused
+from pipeline.errors import NoSpaceLeft, WriteRefused
 from schemas.reader import StoreReader
 from tests.pipeline.helpers import small_job
 
@@ -84,6 +83,10 @@ def test_journal_progress_reads_only_new_lines(tmp_path):
 
 
 def test_a_corrupt_shard_file_no_longer_stops_a_run(ray_cluster, tmp_path):
+    """An unfinished shard whose file is garbage: its items are made again and the file is rewritten
+    without reading the garbage (``ShardRows.flush`` keeps only finished items' rows), while the other
+    shards run; a shard that keeps failing outside an item is recorded and passed over (the scheduler
+    test above)."""
     out = tmp_path / "s.zarr"
     job, _ = small_job(out)  # 5 objects, 2 per shard: shards 0, 1, 2
     runner.run(job, workers=2, progress=False)
@@ -94,16 +97,8 @@ def test_a_corrupt_shard_file_no_longer_stops_a_run(ray_cluster, tmp_path):
                  shard_writer.marker_path(out, 2), shard_writer.journal_path(out, 2)):
         path.unlink()
     summary = runner.run(job, workers=2, progress=False)
-    assert list(summary.shard_failures) == [0] and "ValueError" in summary.shard_failures[0]
-    assert summary.shards_run == 1 and summary.items_ok == 1  # shard 2 was done all the same
-    assert "failed shards  1" in summary.format() and "shard 0: ValueError" in summary.format()
-    with pytest.raises(RunIncomplete, match="1 shard kept failing"):
-        summary.raise_if_incomplete()
-    assert sorted(shard_writer.completed_shards(out)) == [1, 2]
-    rgb.unlink()  # repaired: the next run finishes it
-    again = runner.run(job, workers=2, progress=False)
-    again.raise_if_incomplete()
-    assert again.shards_run == 1 and again.items_ok == 2
+    summary.raise_if_incomplete()
+    assert not summary.shard_failures and summary.shards_run == 2 and summary.items_ok == 3
     reader = StoreReader(out)
     assert len(reader) == 5 and all(reader.read(i)["rgb"].any() for i in range(5))
     assert json.loads(shard_writer.marker_path(out, 0).read_text())["shard"] == 0
