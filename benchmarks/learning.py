@@ -1,6 +1,6 @@
 """Does the trainer learn from its conditions? One command, on CPU, on stores it makes itself.
 
-    python benchmarks/learning.py [--work out/learning] [--steps 700] [--seeds 3] [--jobs 2]
+    python benchmarks/learning.py [--work out/learning] [--steps 800] [--seeds 3] [--jobs 2]
 
 1. Stores, with the real commands, from the built-in demo data at 64 px (cached in --work):
    Objaverse builtin (several clips per object), the DexYCB and ARCTIC demo layouts
@@ -377,7 +377,7 @@ def latent_roundtrip_psnr(items, cfg) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="out/learning")
-    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--configs", default=",".join(CONFIGS))
