@@ -40,7 +40,8 @@ from benchmarks.train_step import synthetic_batch
 from trainer import train as T
 from trainer.conditions import prepare_batch
 from trainer.config import load_config
-from trainer.model import build_model, unet_config, vae_config
+from trainer.latents import vae_config
+from trainer.model import build_model, unet_config
 from trainer.reference_attention import ReaderProcessor
 
 ADAM = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
@@ -60,7 +61,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -
         return folder
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    cfg = load_config(preset)
+    cfg = load_config(preset, overrides={"latent": "vae"})  # SD1.5's layout: a VAE (tiny: a small one)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float16)  # 1.7 GB for the UNet instead of 3.4 GB
     try:
@@ -69,7 +70,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -
         AutoencoderKL(**vae_config(cfg)).save_pretrained(tmp / "vae")
     finally:
         torch.set_default_dtype(default)
-    (tmp / MARKER).write_text(json.dumps({"layout": f"trainer.model.unet_config/vae_config of {preset}",
+    (tmp / MARKER).write_text(json.dumps({"layout": f"trainer.model.unet_config/trainer.latents.vae_config of {preset}",
                                           "weights": "random", "seed": seed, "dtype": "float16"}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -173,7 +174,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
     implementation, "fused" (what the trainer uses on CUDA), "foreach" (torch's CUDA default) or
     "for-loop" (see ``trace_optimizer``). ``configure(model)``: called last, to trace one change alone."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    over = dict(pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
+    over = dict(latent="vae", pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
     if frames:
         over["frames"] = frames
     if batch:
