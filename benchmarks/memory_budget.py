@@ -49,6 +49,10 @@ MARKER = "manivideo_random_sd15.json"  # written last: a folder without it is un
 GB = 2**30
 
 
+# a diffusers SD1.5-layout folder has a VAE: the budget is traced in SD's latent space (the tiny preset's
+# own default is the pixel-patch latent, trainer.latents), predicting epsilon as SD does
+SD_LATENT = {"latent": "vae", "prediction_type": "epsilon"}
+
 def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -> Path:
     """A diffusers SD1.5-layout folder (unet/, vae/ via ``save_pretrained``) with random weights,
     stored in float16 like SD1.5's fp16 files (1.8 GB; a float32 model loads them as float32).
@@ -61,7 +65,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -
         return folder
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    cfg = load_config(preset, overrides={"latent": "vae"})  # SD1.5's layout: a VAE (tiny: a small one)
+    cfg = load_config(preset, overrides=SD_LATENT)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float16)  # 1.7 GB for the UNet instead of 3.4 GB
     try:
@@ -181,7 +185,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
         over["stage1_batch" if stage == "stage1" else "stage2_batch"] = batch
     if resolution:
         over["resolution"] = resolution
-    cfg = load_config(preset, overrides=over)
+    cfg = load_config(preset, overrides={**SD_LATENT, **over})
     f = 1 if stage == "stage1" else cfg.frames
     b = cfg.batch(stage)
     cpu = torch.device("cpu")
@@ -237,7 +241,7 @@ def trace_optimizer(folder: str | Path, stage: str, impl: str, preset: str = "sd
     "foreach" (torch's default on CUDA), "for-loop" (foreach=False) or "fused"."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    cfg = load_config(preset, overrides=dict(pretrained_sd15=str(folder)))
+    cfg = load_config(preset, overrides=dict(SD_LATENT, pretrained_sd15=str(folder)))
     with FakeTensorMode(allow_non_fake_inputs=True), real_file_reads():
         model = build_model(cfg, stage)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -262,7 +266,7 @@ def trace_flops(folder: str | Path, stage: str, per_clip: bool, preset: str = "s
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = load_config(preset, overrides=dict(pretrained_sd15=str(folder)))
+    cfg = load_config(preset, overrides=dict(SD_LATENT, pretrained_sd15=str(folder)))
     f = 1 if stage == "stage1" else cfg.frames
     small = prepare_batch(synthetic_batch(cfg.batch(stage), f, 64), cfg.mlo_mode, cfg.tau, 64, torch.device("cpu"))
     with FakeTensorMode(allow_non_fake_inputs=True), real_file_reads():

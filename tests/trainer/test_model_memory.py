@@ -12,18 +12,20 @@ from safetensors.torch import load_file
 
 from trainer.checkpoint import export_pretrained, load_checkpoint, save_checkpoint
 from trainer.config import load_config
+from trainer.latents import latent_channels
 from trainer.model import build_model
 from trainer.reference_attention import ReaderProcessor
 
 R, H, V = 64, 8, 7
 
 
-def inputs(b=1, f=1, seed=0):
+def inputs(b=1, f=1, seed=0, c=None):
     g = torch.Generator().manual_seed(seed)
     cond = {"H": torch.randn(b, f, 39, R, R, generator=g), "D": torch.rand(b, f, 13, R, R, generator=g),
             "H_o": torch.randn(b, f, 3, R, R, generator=g), "points": torch.randn(b, 2048, 6, generator=g)}
-    return (torch.randn(b, f, 4, H, H, generator=g), torch.randint(0, 1000, (b,), generator=g), cond,
-            torch.randn(b, V, 4, H, H, generator=g))
+    c = c or latent_channels(load_config("tiny"))
+    return (torch.randn(b, f, c, H, H, generator=g), torch.randint(0, 1000, (b,), generator=g), cond,
+            torch.randn(b, V, c, H, H, generator=g))
 
 
 def randomise(model, seed=1):
@@ -97,7 +99,7 @@ def test_motion_modules_are_checkpointed_with_unchanged_gradients():
     checkpointed.load_state_dict(model.state_dict())
     randomise(model, seed=2)
     randomise(checkpointed, seed=2)
-    batch = inputs(b=1, f=3)
+    batch = inputs(b=1, f=3, c=latent_channels(model.cfg))
     calls = []
     for m in (model, checkpointed):
         m.unet.down_blocks[0].motion_modules[0].proj_in.register_forward_pre_hook(lambda *a: calls.append(1))
@@ -115,7 +117,7 @@ def test_motion_modules_are_checkpointed_with_unchanged_gradients():
 
 
 def test_frozen_weights_held_in_bf16_train_the_same_and_save_float32(tmp_path):
-    model = build_model(load_config("tiny"), "stage2")
+    model = build_model(load_config("tiny", overrides={"latent": "vae"}), "stage2")  # a VAE: frozen weights to hold
     randomise(model)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     held = copy.deepcopy(model)
@@ -123,7 +125,7 @@ def test_frozen_weights_held_in_bf16_train_the_same_and_save_float32(tmp_path):
     frozen = [p for p in held.parameters() if not p.requires_grad]
     assert n == sum(p.numel() for p in frozen) and all(p.dtype == torch.bfloat16 for p in frozen)
     assert all(p.dtype == torch.float32 for p in held.parameters() if p.requires_grad)
-    batch = inputs(b=1, f=3)
+    batch = inputs(b=1, f=3, c=latent_channels(model.cfg))
     exact, exact_grads = loss_and_grads(model, batch)                          # float32, no autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, grads = loss_and_grads(model, batch)                              # before: fp32 frozen weights
@@ -141,7 +143,7 @@ def test_frozen_weights_held_in_bf16_train_the_same_and_save_float32(tmp_path):
     sd = held.state_dict()
     assert all(torch.equal(sd[k], original[k]) for k in original)
     save_checkpoint(tmp_path / "c.pt", stage="stage2", model=sd)
-    fresh = build_model(load_config("tiny"), "stage2")
+    fresh = build_model(load_config("tiny", overrides={"latent": "vae"}), "stage2")
     fresh.load_state_dict(load_checkpoint(tmp_path / "c.pt")["model"])
     assert all(torch.equal(v, original[k]) for k, v in fresh.state_dict().items())
     export_pretrained(held, tmp_path / "export", {})
@@ -155,7 +157,7 @@ def test_frozen_weights_held_in_bf16_train_the_same_and_save_float32(tmp_path):
 
 
 def test_chunked_vae_matches_one_call():
-    model = build_model(load_config("tiny")).eval()
+    model = build_model(load_config("tiny", overrides={"latent": "vae"})).eval()  # a VAE with weights to chunk
     images = torch.rand(11, 3, R, R) * 2 - 1
     model.vae_chunk = 4
     latents = model.encode(images)
