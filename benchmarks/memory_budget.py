@@ -178,7 +178,7 @@ def trace_step(folder: str | Path, stage: str, checkpointing: bool = True, befor
     implementation, "fused" (what the trainer uses on CUDA), "foreach" (torch's CUDA default) or
     "for-loop" (see ``trace_optimizer``). ``configure(model)``: called last, to trace one change alone."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    over = dict(latent="vae", pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
+    over = dict(pretrained_sd15=str(folder), gradient_checkpointing=checkpointing, mixed_precision="bf16")
     if frames:
         over["frames"] = frames
     if batch:
