@@ -16,8 +16,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.engine.output import RETRY_FAILED_HELP
 from pipeline.errors import RunIncomplete, StorageError, UserError
-from pipeline.output import RETRY_FAILED_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ManiVideo data pipeline and trainer.")
@@ -68,8 +68,8 @@ def render_objaverse(
 ):
     """Objaverse / Objaverse-XL / local / built-in meshes -> an Objaverse store (RGB, object layer, 6 views, points)."""
     from pipeline.engine import runner
+    from pipeline.engine.output import check_writable
     from pipeline.objaverse import job as objaverse_job
-    from pipeline.output import check_writable
     from schemas.config import ConfigError, RenderConfig
 
     try:
@@ -97,7 +97,7 @@ def inspect_store(store: Annotated[str, typer.Argument(help="store folder or obj
                   as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
                   verify: Annotated[bool, typer.Option(help="also read every shard file and check its CRC-32C")] = False):
     """Samples, arrays (shape, dtype), size on disk, bytes per sample, failures by reason, corrupt shards."""
-    from pipeline.inspect_store import format_report, inspect
+    from pipeline.inspection.inspect_store import format_report, inspect
 
     report = inspect(store, verify=verify)
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
@@ -113,7 +113,7 @@ def preview(
     """A contact sheet (views, frames, normal and depth maps) to check a store by eye."""
     from pipeline.hoi.preview_hoi import preview_hoi
     from pipeline.human.preview_human import preview_human
-    from pipeline.preview import write_preview
+    from pipeline.inspection.preview import write_preview
 
     paths = write_preview(store, out, samples, gif, by_kind={"hoi": preview_hoi, "human": preview_human})
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
@@ -122,7 +122,7 @@ def preview(
 @app.command("export-sample")
 def export_sample(store: Annotated[str, typer.Argument(help="store folder or object-store URL")], index: int, out: Path):
     """One sample's arrays, under the contract's names, to an .npz file."""
-    from pipeline.inspect_store import export_npz
+    from pipeline.inspection.export import export_npz
 
     export_npz(store, index, out)
     typer.echo(f"wrote {out}")
@@ -137,7 +137,7 @@ def view(
     tau: Annotated[float | None, typer.Option(help="occlusion-confidence softness (default: the trainer's)")] = None,
 ):
     """One sample in 3D with Rerun: frames, joints, each MLO layer, D, camera, hands, object points."""
-    from pipeline.view import view as view_sample
+    from pipeline.inspection.view import view as view_sample
     from schemas.occlusion import DEFAULT_TAU
 
     typer.echo(view_sample(store, index, save, str(mano_dir) if mano_dir else None,

@@ -344,7 +344,7 @@ def table(s: dict) -> str:
 def contact_sheet(results: list[dict], base: dict, out: Path) -> Path:
     from PIL import Image
 
-    from pipeline.preview import save_sheet
+    from pipeline.inspection.preview import save_sheet
 
     first = {r["name"]: r for r in results if r["seed"] == min(x["seed"] for x in results)}
     cols = [("truth", base["_truth"]), ("copy reference", base["_video"]),

@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.mesh_io import MeshRejected, load_object  # noqa: E402
+from pipeline.assets.mesh_io import MeshRejected, load_object  # noqa: E402
 
 files = sorted(p for p in Path(sys.argv[1]).rglob("*") if p.suffix.lower() in (".glb", ".gltf"))
 reasons, ok, other = Counter(), 0, []

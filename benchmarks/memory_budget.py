@@ -74,7 +74,7 @@ def write_random_sd15(folder: str | Path, seed: int = 0, preset: str = "sd15") -
         AutoencoderKL(**vae_config(cfg)).save_pretrained(tmp / "vae")
     finally:
         torch.set_default_dtype(default)
-    (tmp / MARKER).write_text(json.dumps({"layout": f"trainer.model.unet_config/vae_config of {preset}",
+    (tmp / MARKER).write_text(json.dumps({"layout": f"trainer.model.unet_config/trainer.latents.vae_config of {preset}",
                                           "weights": "random", "seed": seed, "dtype": "float16"}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -11,8 +11,8 @@ import numpy as np
 import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.mesh_io import SUPPORTED_SUFFIXES, MeshRejected, canonicalise, load_scene  # noqa: E402
-from pipeline.object_refs import reference_views_with_coverage  # noqa: E402
+from pipeline.assets.mesh_io import SUPPORTED_SUFFIXES, MeshRejected, canonicalise, load_scene  # noqa: E402
+from pipeline.objects.object_refs import reference_views_with_coverage  # noqa: E402
 from pipeline.render.workers import worker_renderers  # noqa: E402
 
 R = 96

@@ -63,7 +63,7 @@ def demo_meshes(folder: Path, n: int) -> list[Path]:
 
 def pipeline_seconds(path: Path, cfg, rgb_renderer: str) -> float:
     """One object through load + render_object (what a worker does), with this RGB renderer."""
-    from pipeline.mesh_io import load_object
+    from pipeline.assets.mesh_io import load_object
     from pipeline.objaverse.sample import render_object
     from pipeline.render.workers import worker_renderers
 
@@ -149,7 +149,7 @@ def interleaved_seconds(paths, cfg, repeats: int) -> dict[str, list[float]]:
 
 def agreement(paths, cfg, sheet: Path | None) -> list[tuple[str, float, float, float, float]]:
     """(object, PSNR frames, SSIM frames, PSNR refs, SSIM refs) of atlas vs pyrender RGB."""
-    from pipeline.mesh_io import load_object
+    from pipeline.assets.mesh_io import load_object
     from pipeline.objaverse.sample import render_object
     from pipeline.render.image_metrics import psnr, ssim
     from pipeline.render.workers import worker_renderers

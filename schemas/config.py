@@ -63,7 +63,7 @@ class RenderConfig(_ConfigDict):
     max_texture_px: int = 2048       # textures are downscaled to at most this side
     max_file_mb: float = 512.0       # refuse bigger mesh files before reading them
     timeout_s: float = 600.0         # per object; hung work is killed and recorded
-    normalise: str = "bulk"          # canonical frame: "bulk" of the surface area or "bbox" (pipeline.mesh_io)
+    normalise: str = "bulk"          # canonical frame: "bulk" of the surface area or "bbox" (pipeline.assets.mesh_io)
     min_faces: int = 0               # objects with fewer faces are recorded as not selected
     min_coverage: float = 0.002      # an object below this pixel fraction in all 6 reference views fails
     rgb_renderer: str = "atlas"      # "atlas" (own PBR shader, one atlas pass) or "pyrender" (pipeline.render)
@@ -111,7 +111,7 @@ class HoiConfig(_ConfigDict):
     camera, cropped to a square around the hands and object (fixed over the T frames,
     ``crop_margin`` x the tight box) and resized to R. Reference views use the Objaverse
     field of view (``ref_yfov_deg``) on the canonicalised object model, framed per object
-    (``pipeline.object_refs``).
+    (``pipeline.objects.object_refs``).
     """
 
     frames: int = 16                 # T

@@ -6,7 +6,7 @@ inside each (frame, layer)'s bounding box of non-zero pixels, and ``expand_compa
 back into the dense zero-filled maps on the training device. The round trip is exact: every byte
 outside a box is zero in both the normal and the depth map (the box is the union of both).
 
-Compact batch (``collate_compact``; K boxes, P pixels over the whole batch):
+Compact batch (``trainer.conditions.collate_compact``; K boxes, P pixels over the whole batch):
     boxes      int32   [K, 7]   (b, f, layer, y0, x0, h, w): item, frame, layer in LAYER_NAMES order
                                 (0..12), top-left pixel and size of the box; pixels follow box order
     normal_px  uint8   [P, 3]   the box pixels of the normal maps, row-major inside each box
@@ -89,27 +89,6 @@ def unpack_bits(bits: torch.Tensor, width: int) -> torch.Tensor:
     """np.packbits(x, axis=-1) undone on the device: uint8 [..., ceil(W / 8)] -> bool [..., width]."""
     shifts = torch.arange(7, -1, -1, device=bits.device, dtype=torch.uint8)
     return ((bits.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :width].bool()
-
-
-def collate_compact(items: list[dict]) -> dict:
-    """Like ``trainer.conditions.collate``, but the layer maps travel as boxes (module docstring).
-    Items may hold dense "normal"/"depth" (compacted here, in the worker) or be compact already."""
-    from trainer.conditions import collate
-
-    boxes, npx, dpx, rest = [], [], [], []
-    for b, it in enumerate(items):
-        if "boxes" not in it:
-            it = compact_item(it)
-        bx = np.asarray(it["boxes"], np.int32)
-        boxes.append(np.concatenate([np.full((len(bx), 1), b, np.int32), bx], axis=1))
-        npx.append(it["normal_px"])
-        dpx.append(it["depth_px"])
-        rest.append({k: v for k, v in it.items() if k not in ("boxes", "normal_px", "depth_px")})
-    out = collate(rest)
-    out["boxes"] = torch.from_numpy(np.concatenate(boxes))
-    out["normal_px"] = torch.from_numpy(np.concatenate(npx))
-    out["depth_px"] = torch.from_numpy(np.concatenate(dpx))
-    return out
 
 
 def expand_compact(boxes: torch.Tensor, normal_px: torch.Tensor, depth_px: torch.Tensor, batch: int,

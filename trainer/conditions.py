@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from schemas.occlusion import occlusion_confidence
 from schemas.store import LAYER_NAMES, N_LAYERS, REF_VIEW_NAMES
+from trainer.compact import compact_item, expand_compact, unpack_bits
 
 SOURCES = ("objaverse", "hoi", "human")
 N_VIEWS = len(REF_VIEW_NAMES)  # the first 6 reference images are object views; then background
@@ -103,6 +104,25 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
+def collate_compact(items: list[dict]) -> dict:
+    """Like ``collate``, but the layer maps travel as boxes (``trainer.compact``).
+    Items may hold dense "normal"/"depth" (compacted here, in the worker) or be compact already."""
+    boxes, npx, dpx, rest = [], [], [], []
+    for b, it in enumerate(items):
+        if "boxes" not in it:
+            it = compact_item(it)
+        bx = np.asarray(it["boxes"], np.int32)
+        boxes.append(np.concatenate([np.full((len(bx), 1), b, np.int32), bx], axis=1))
+        npx.append(it["normal_px"])
+        dpx.append(it["depth_px"])
+        rest.append({k: v for k, v in it.items() if k not in ("boxes", "normal_px", "depth_px")})
+    out = collate(rest)
+    out["boxes"] = torch.from_numpy(np.concatenate(boxes))
+    out["normal_px"] = torch.from_numpy(np.concatenate(npx))
+    out["depth_px"] = torch.from_numpy(np.concatenate(dpx))
+    return out
+
+
 def expand_layers(x: torch.Tensor, layer_idx: torch.Tensor) -> torch.Tensor:
     """Scatter stored layers into the fixed 13-layer order; layers not stored stay zero.
 
@@ -163,9 +183,7 @@ def prepare_batch(batch: dict, mlo_mode: str = "full", tau: float = 0.02, resolu
     source = batch["source"].to(dev)
     human = source == SOURCES.index("human")
     rgb, refs = color_jitter(rgb, jitter), color_jitter(refs, jitter)
-    if "boxes" in batch:  # compact layers (trainer.compact.collate_compact): boxes expanded here, on the device
-        from trainer.compact import expand_compact
-
+    if "boxes" in batch:  # compact layers (collate_compact): boxes expanded here, on the device
         normal_u8, depth = expand_compact(batch["boxes"], batch["normal_px"].to(dev, non_blocking=True),
                                           batch["depth_px"].to(dev, non_blocking=True), *rgb.shape[:2],
                                           rgb.shape[-1])
@@ -228,8 +246,6 @@ def batch_valid(batch: dict, b: int, f: int, r: int, device: torch.device) -> to
     """float {0, 1} [B, F, 1, R, R] from the batch's ``valid`` (bool [B, F, R, R]) or ``valid_bits`` (packed
     along x, ``trainer.compact``); all ones when it has neither."""
     if "valid_bits" in batch:
-        from trainer.compact import unpack_bits
-
         return unpack_bits(batch["valid_bits"].to(device, non_blocking=True), r).float().unsqueeze(2)
     if "valid" in batch:
         return batch["valid"].to(device, non_blocking=True).float().unsqueeze(2)

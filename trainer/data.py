@@ -29,8 +29,8 @@ from pipeline.errors import UserError
 from schemas.reader import StoreReader
 from schemas.storage import open_location
 from schemas.store import LAYER_NAMES
-from trainer.compact import collate_compact, compact_item
-from trainer.conditions import SOURCES, collate, source_of
+from trainer.compact import compact_item
+from trainer.conditions import SOURCES, collate, collate_compact, source_of
 from trainer.config import TrainConfig
 
 log = logging.getLogger("manivideo.data")

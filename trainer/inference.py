@@ -1,5 +1,11 @@
-"""Batched, windowed DDIM sampling with classifier-free guidance: what validation, ``evaluate``
-and ``generate`` run.
+"""Batched, windowed DDIM sampling with classifier-free guidance: the one sampling loop, which
+``sample``, validation, ``evaluate`` and ``generate`` run.
+
+Guidance contrasts the full conditions with the references dropped (object views, background,
+first frame and the point cloud zeroed: exactly what reference dropout shows in training); the MLO
+conditions stay in both branches. At guidance 1 the mix is the conditional prediction alone, so the
+reference-dropped branch is not run. A stage-1 (image) model samples every frame independently; a
+stage-2 one samples each window jointly through the motion modules.
 
 * Batched: B clips of the same length F are denoised together (2B rows with the guidance branch).
 * Long clips: F may exceed the trained window W (cfg.frames). At every DDIM step each window of
@@ -11,8 +17,6 @@ and ``generate`` run.
   scheduler update and the latents stay float32. On CPU everything is float32.
 * Noise: clip b starts from ``torch.randn`` of a CPU generator seeded with ``seeds[b]``, so a clip's
   result does not depend on which batch it was sampled in nor on the device.
-
-Guidance contrasts the full conditions with the references dropped, exactly as ``trainer.sample``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import contextlib
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 
-from trainer.conditions import collate, prepare_batch
+from trainer.conditions import N_VIEWS, SOURCES, collate, prepare_batch
 from trainer.config import TrainConfig
 from trainer.latents import latent_channels, latent_factor
 
@@ -36,6 +41,16 @@ def precision_context(cfg: TrainConfig, device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def ddim_scheduler(cfg: TrainConfig) -> DDIMScheduler:
+    """The DDIM sampler of the training noise schedule (scaled-linear betas 0.00085..0.012, as SD1.5)."""
+    # "trailing" spacing starts at t = T-1 (pure noise), which zero-terminal-SNR needs (Lin et al.
+    # 2024); "leading" with few steps would start far from it (t = 750 at 4 steps).
+    return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type=cfg.prediction_type, clip_sample=False,
+                         set_alpha_to_one=False, rescale_betas_zero_snr=cfg.zero_terminal_snr,
+                         timestep_spacing="trailing")
 
 
 def plan_windows(frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -93,11 +108,9 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
 
     Returns float32 CPU tensors in [0, 1]: ``video`` [B, F, 3, R, R], ``truth`` [B, F, 3, R, R] (the
     items' rgb, resized), ``mask`` [B, F, 1, R, R] (hand-object region), ``valid`` [B, F, 1, R, R] (1 where
-    the truth's pixel comes from the camera image), and ``cond`` (the full
-    conditions on ``device``), ``windows`` (the plan used).
+    the truth's pixel comes from the camera image), ``latents`` [B, F, C, h, w] (the final clean
+    estimate, before decoding), and ``cond`` (the full conditions on ``device``), ``windows`` (the plan used).
     """
-    from trainer.sample import _scheduler
-
     model.eval()
     guidance = cfg.guidance_scale if guidance is None else guidance
     seeds = list(range(len(items))) if seeds is None else list(seeds)
@@ -117,7 +130,7 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
     h = cfg.resolution // latent_factor(cfg)
     latents = torch.stack([torch.randn((f, latent_channels(cfg), h, h), generator=torch.Generator().manual_seed(int(s)))
                            for s in seeds]).to(device)
-    sched = _scheduler(cfg)
+    sched = ddim_scheduler(cfg)
     sched.set_timesteps(steps, device=device)
     first = True
     for i, t in enumerate(sched.timesteps):
@@ -143,12 +156,28 @@ def sample_clips(model, items: list[dict], cfg: TrainConfig, device: torch.devic
         video = torch.cat([model.decode(flat[j:j + decode_chunk]) for j in range(0, len(flat), decode_chunk)])
     video = ((video.float() + 1) / 2).clamp(0, 1).unflatten(0, (b, f)).cpu()
     return {"video": video, "truth": ((cond["target"] + 1) / 2).clamp(0, 1).cpu(), "mask": cond["mask"].cpu(),
-            "valid": cond["valid"].cpu(), "cond": cond, "windows": windows}
+            "valid": cond["valid"].cpu(), "latents": latents.float().cpu(), "cond": cond, "windows": windows}
+
+
+def condition_image(cond: dict, cfg: TrainConfig) -> torch.Tensor:
+    """[F, 3, R, R] in [0, 1] for the first item of ``cond``: normals of the front-most layer (or inverse
+    depth for depth_only); for a human item, its skeleton map S (when the model uses it) or the reference
+    person O_B."""
+    if int(cond["source"][0]) == SOURCES.index("human"):
+        if "S" in cond:
+            return cond["S"][0]
+        return ((cond["refs"][0, N_VIEWS] + 1) / 2).expand(cond["H"].shape[1], -1, -1, -1)
+    H = cond["H"][0]
+    if cfg.mlo_mode == "depth_only":
+        return H.expand(-1, 3, -1, -1)
+    f, _, r, _ = H.shape
+    normals = H.view(f, -1, 3, r, r)                                                # F, 13, 3, R, R
+    front = cond["D"][0].argmax(dim=1)                                              # F, R, R
+    pick = normals.gather(1, front[:, None, None].expand(-1, 1, 3, -1, -1))[:, 0]
+    return torch.where(cond["mask"][0] > 0, (pick + 1) / 2, torch.zeros_like(pick))
 
 
 def condition_images(cond: dict, cfg: TrainConfig) -> torch.Tensor:
-    """[B, F, 3, R, R] in [0, 1]: the front-most layer's normals (inverse depth for depth_only)."""
-    from trainer.sample import _condition_image
-
-    return torch.stack([_condition_image({k: v[i:i + 1] for k, v in cond.items()}, cfg).cpu()
+    """[B, F, 3, R, R] in [0, 1]: ``condition_image`` of every item."""
+    return torch.stack([condition_image({k: v[i:i + 1] for k, v in cond.items()}, cfg).cpu()
                         for i in range(cond["H"].shape[0])])

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pipeline import crop
+from pipeline.assets.mesh_io import CanonicalObject, load_object
+from pipeline.clips import crop
 from pipeline.hands.model import GL_FROM_CV, HandModel, cv_to_gl
 from pipeline.hoi.adapter import ClipData
-from pipeline.mesh_io import CanonicalObject, load_object
-from pipeline.object_refs import object_points, reference_views
+from pipeline.objects.object_refs import object_points, reference_views
 from pipeline.render.cameras import project
 from pipeline.render.mlo import HandTrack, ObjectTrack, render_mlo, vertex_normals
 from schemas import HANDS

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from pipeline.crop import TooMuchPadding
+from pipeline.clips.crop import TooMuchPadding
 from pipeline.engine.runner import Job, auto_samples_per_shard
 from pipeline.engine.shard_task import Skipped, WorkItem
 from pipeline.errors import StepFailed

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.preview import save_gif, save_sheet
+from pipeline.inspection.preview import save_gif, save_sheet
 from schemas import LAYER_NAMES
 from schemas.occlusion import occlusion_confidence
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.crop import check_padding, crop_image, crop_intrinsics, crop_valid
+from pipeline.clips.crop import check_padding, crop_image, crop_intrinsics, crop_valid
+from pipeline.clips.windows import frame_windows
 from pipeline.errors import StepFailed
 from pipeline.human.config import HumanConfig
 from pipeline.human.crop import has_person, keypoints_to_crop, person_box
 from pipeline.human.skeleton import draw_clip
-from pipeline.windows import frame_windows
 
 REF_CANDIDATES = 4  # frames tried (farthest first) for the reference
 

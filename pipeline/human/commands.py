@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.engine.output import RETRY_FAILED_HELP, check_writable
 from pipeline.errors import UserError
-from pipeline.output import RETRY_FAILED_HELP, check_writable
 from schemas.config import MAX_PADDING
 
 

@@ -1,15 +1,15 @@
 """The person-following square crop, fixed per clip, and keypoints mapped into it.
 
-The box is ``pipeline.crop.crop_box`` around every confident keypoint of the clip's frames
+The box is ``pipeline.clips.crop.crop_box`` around every confident keypoint of the clip's frames
 (and every mask pixel when the dataset has masks), so the whole motion stays inside one fixed
-crop; ``pipeline.crop.crop_intrinsics`` adjusts K when the camera is known.
+crop; ``pipeline.clips.crop.crop_intrinsics`` adjusts K when the camera is known.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.crop import crop_box
+from pipeline.clips.crop import crop_box
 from pipeline.human.keypoints import N_BODY
 from pipeline.human.skeleton import BODY_THRESHOLD
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.crop import TooMuchPadding
+from pipeline.clips.crop import TooMuchPadding
 from pipeline.engine.runner import Job, auto_samples_per_shard
 from pipeline.engine.shard_task import Skipped, WorkItem
 from pipeline.errors import StepFailed, UserError

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.preview import save_gif, save_sheet
+from pipeline.inspection.preview import save_gif, save_sheet
 
 THUMB = 128
 

@@ -16,11 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from pipeline.assets.mesh_io import canonicalise, load_scene
 from pipeline.engine.items import ItemTable
 from pipeline.engine.runner import Job, auto_samples_per_shard
 from pipeline.engine.shard_task import STEP_TIMINGS, WorkItem
 from pipeline.errors import StepFailed, UserError
-from pipeline.mesh_io import canonicalise, load_scene
 from pipeline.objaverse.sample import objaverse_layout, render_object, timed
 from pipeline.objaverse.sources import builtin, local, objaverse_source, objaverse_xl
 from pipeline.render.workers import worker_renderers

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from pipeline.assets.mesh_io import CanonicalObject
 from pipeline.errors import StepFailed
-from pipeline.mesh_io import CanonicalObject
 from pipeline.objaverse import backgrounds, trajectory
-from pipeline.object_refs import object_points, reference_views_with_coverage
+from pipeline.objects.object_refs import object_points, reference_views_with_coverage
 from pipeline.render.cameras import intrinsics, look_at
 from pipeline.render.workers import Renderers
 from pipeline.seeding import sample_rng

@@ -22,7 +22,7 @@ def _pyrender_meshes(scene: trimesh.Scene, to_canonical: np.ndarray):
     """(pyrender.Mesh, pose [4,4]) per geometry instance, poses in the object's canonical frame."""
     import pyrender
 
-    from pipeline.mesh_io import triangle_instances
+    from pipeline.assets.mesh_io import triangle_instances
 
     cache: dict[str, object] = {}
     for _, geom_name, geom, transform in triangle_instances(scene):

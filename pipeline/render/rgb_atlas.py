@@ -87,7 +87,7 @@ class AtlasRGBRenderer:
     def set_object(self, scene, to_canonical: np.ndarray) -> int:
         """Replace the object (trimesh.Scene, [4,4] file -> canonical); returns the number of
         mesh instances added."""
-        from pipeline.mesh_io import triangle_instances
+        from pipeline.assets.mesh_io import triangle_instances
 
         self._free_object()
         self.context.make_current()

@@ -15,8 +15,8 @@ One folder per sequence (all arrays in one right-handed *world* frame, metres):
   background/<camera>.png  optional scene reference per camera
 
 ``read_sequence(folder)`` validates and returns a ``Sequence`` (a UserError naming the file and
-the field otherwise); ``write_sequence`` writes one. Field-by-field documentation: README,
-"Open sequence format".
+the field otherwise); ``write_sequence`` writes one. Field-by-field documentation:
+``docs/sequence-format.md``.
 """
 
 from pipeline.sequence_format.model import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.assets.mesh_io import SUPPORTED_SUFFIXES
 from pipeline.errors import UserError
-from pipeline.mesh_io import SUPPORTED_SUFFIXES
 from pipeline.sequence_format import checks as c
 from pipeline.sequence_format.model import (
     FORMAT_NAME,

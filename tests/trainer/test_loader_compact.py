@@ -8,8 +8,8 @@ import torch
 
 from schemas.store import LAYER_NAMES
 from tests.trainer.conftest import write_hoi_store
-from trainer.compact import batch_bytes, collate_compact, compact_layers, expand_compact
-from trainer.conditions import SOURCES, collate, expand_layers, prepare_batch
+from trainer.compact import batch_bytes, compact_layers, expand_compact
+from trainer.conditions import SOURCES, collate, collate_compact, expand_layers, prepare_batch
 from trainer.config import load_config
 from trainer.data import MixedStores, make_loader
 

@@ -56,15 +56,16 @@ def test_ddim_loop_with_an_oracle_denoiser_recovers_the_ground_truth(objaverse_s
     from trainer.conditions import collate, prepare_batch
     from trainer.config import load_config
     from trainer.data import MixedStores
+    from trainer.inference import ddim_scheduler
     from trainer.model import build_model
-    from trainer.sample import _scheduler, generate
+    from trainer.sample import generate
 
     cfg = load_config("tiny", overrides={"stores": [str(objaverse_store)], "prediction_type": prediction,
                                          "zero_terminal_snr": prediction == "v_prediction"})
     model = build_model(cfg).eval()
     item = MixedStores(cfg.stores, cfg, frames=4).load(0, 0, 0)
     x0 = model.encode(prepare_batch(collate([item]))["target"][0])[None]
-    ac = _scheduler(cfg).alphas_cumprod
+    ac = ddim_scheduler(cfg).alphas_cumprod
 
     def oracle(noisy, t, cond, refs, tokens=None, reuse_reference=False):
         a = ac[t[0]].item()
@@ -77,13 +78,12 @@ def test_ddim_loop_with_an_oracle_denoiser_recovers_the_ground_truth(objaverse_s
 
 
 def test_guidance_one_skips_the_unconditional_branch_and_changes_nothing(objaverse_store):
-    """Batched sampling at guidance 1 runs only the conditional branch; it must equal the single-clip
-    loop, which runs both branches and mixes them with weight 1."""
+    """At guidance 1 sampling runs only the conditional branch; that must equal the two-branch mix
+    uncond + g (full - uncond) as g -> 1 (both branches run, mixed with weight 1 + 1e-6)."""
     from trainer.config import load_config
     from trainer.data import MixedStores
     from trainer.inference import sample_clips
     from trainer.model import build_model
-    from trainer.sample import generate
 
     cfg = load_config("tiny", overrides={"stores": [str(objaverse_store)]})
     torch.manual_seed(0)
@@ -96,7 +96,30 @@ def test_guidance_one_skips_the_unconditional_branch_and_changes_nothing(objaver
     model.forward = lambda noisy, *a, **k: calls.append(noisy.shape[0]) or forward(noisy, *a, **k)
     fast = sample_clips(model, [item], cfg, torch.device("cpu"), steps=3, guidance=1.0, seeds=[5])["video"]
     assert set(calls) == {1}
-    slow = generate(model, item, cfg, torch.device("cpu"), steps=3, guidance=1.0, seed=5)["video"]
-    assert torch.allclose(fast[0].permute(0, 2, 3, 1), torch.as_tensor(slow), atol=1e-4)
+    calls.clear()
+    mixed = sample_clips(model, [item], cfg, torch.device("cpu"), steps=3, guidance=1.0 + 1e-6, seeds=[5])["video"]
+    assert set(calls) == {2}
+    assert torch.allclose(fast, mixed, atol=1e-4)
     guided = sample_clips(model, [item], cfg, torch.device("cpu"), steps=3, guidance=3.0, seeds=[5])["video"]
     assert not torch.allclose(fast, guided, atol=1e-3)
+
+
+def test_single_clip_sampling_is_the_batched_loop(objaverse_store):
+    """``sample`` (trainer.sample.generate) runs ``sample_clips``: the same clip for the same seed, and its
+    latent error is measured on the loop's own final latents."""
+    from trainer.config import load_config
+    from trainer.data import MixedStores
+    from trainer.inference import sample_clips
+    from trainer.model import build_model
+    from trainer.sample import generate
+
+    cfg = load_config("tiny", overrides={"stores": [str(objaverse_store)]})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    item = MixedStores(cfg.stores, cfg, frames=4).load(0, 0, 0)
+    one = generate(model, item, cfg, torch.device("cpu"), steps=2, guidance=2.0, seed=3)
+    batched = sample_clips(model, [item, item], cfg, torch.device("cpu"), steps=2, guidance=2.0, seeds=[7, 3])
+    assert one["video"].shape == (4, 64, 64, 3)
+    assert torch.allclose(batched["video"][1].permute(0, 2, 3, 1), torch.as_tensor(one["video"]), atol=1e-4)
+    assert not torch.allclose(batched["video"][0], batched["video"][1], atol=1e-3)   # the seed matters
+    assert one["metrics"]["guidance"] == 2.0 and one["metrics"]["frames"] == 4

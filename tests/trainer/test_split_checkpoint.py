@@ -36,7 +36,7 @@ def test_reader_splits_by_item_and_training_never_sees_test(objaverse_store, hoi
         assert len(train) + len(test) == len(full) and len(test) >= 1 and len(train) >= 1
         assert not {train.key(i) for i in range(len(train))} & {test.key(i) for i in range(len(test))}
         assert full.n_test == len(test)
-        from pipeline.inspect_store import format_report, inspect
+        from pipeline.inspection.inspect_store import format_report, inspect
 
         report = inspect(store)
         assert report["split"]["test"] == len(test) and report["split"]["train"] == len(train)

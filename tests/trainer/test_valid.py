@@ -9,8 +9,8 @@ import torch
 
 from schemas.store import LAYER_NAMES
 from tests.trainer.test_conditions import R, raw_item
-from trainer.compact import collate_compact, compact_item, unpack_bits
-from trainer.conditions import collate, latent_valid, masked_mse, prepare_batch, shrink_valid
+from trainer.compact import compact_item, unpack_bits
+from trainer.conditions import collate, collate_compact, latent_valid, masked_mse, prepare_batch, shrink_valid
 
 
 def _with_valid(item: dict, cols: int) -> dict:

@@ -61,7 +61,7 @@ tests/pipeline/hoi/test_arctic.py and test_arctic_toolkit.py against the toolkit
     allocentric views undistorted pinhole (``processing.py`` L274-280); the egocentric view 0 moves
     (``egocam.dist.npy``, ``src/arctic/preprocess_dataset.py`` L108-119) and is recorded through an
     8-coefficient OpenCV rational lens (``transforms.py`` L82-111, "view 9" = distorted,
-    ``processing.py`` L252-262): undistorted here (``arctic_views``, ``pipeline/lens.py``);
+    ``processing.py`` L252-262): undistorted here (``arctic_views``, ``pipeline/clips/lens.py``);
   * MANO: ``smplx.MANO(use_pca=False, flat_hand_mean=False)`` (``common/body_models.py`` L128-135),
     called with ``global_orient=rot, hand_pose=pose, betas=shape, transl=trans``
     (``processing.py`` L176-190): ``pose`` is relative to ``hands_mean``, no PCA; one ``shape`` per
@@ -85,6 +85,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.parts import JOINT21_ORDER
@@ -106,7 +107,6 @@ from pipeline.hoi.datasets.arctic_views import (  # noqa: F401  (crop_box, uncro
     uncrop,
     view_camera,
 )
-from pipeline.windows import frame_windows
 
 VIEWS = (EGO_VIEW,) + ALLO_VIEWS   # 0 = egocentric (moving, undistorted here), 1..8 allocentric
 SPLIT_VIEWS = {"p1": ALLO_VIEWS, "p1a": ALLO_VIEWS, "p2": (EGO_VIEW,), "p2a": (EGO_VIEW,)}  # split.py L60-75

@@ -15,7 +15,7 @@ Views (``src/arctic/processing.py`` L238-263 ``forward_world2cam``: "[ego, 8 vie
     rational model, coefficients k1, k2, p1, p2, k3, k4, k5, k6) "such that the 2d projection can
     match the pixels"; ``src/datasets/arctic_dataset.py`` L62-66: "kp2d, kp3d are in undistorted
     space". Read here: each frame undistorted to the pinhole camera ``K_ego`` with that same model
-    (``pipeline.lens``); pixels whose ray the recording does not hold are not valid;
+    (``pipeline.clips.lens``); pixels whose ray the recording does not hold are not valid;
   * image size: ``misc.json`` ``image_size[view]`` (width, height; index 0 = ego;
     ``arctic_dataset.py`` L86);
   * image number = mocap frame + ``ioi_offset`` (``src/mesh_loaders/arctic.py`` L105-110;
@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.assets.images import read_rgb
+from pipeline.clips.lens import undistort
 from pipeline.errors import StepFailed, UserError
-from pipeline.images import read_rgb
-from pipeline.lens import undistort
 
 EGO_VIEW = 0
 ALLO_VIEWS = tuple(range(1, 9))

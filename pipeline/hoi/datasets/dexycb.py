@@ -58,14 +58,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.assets.images import read_rgb
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.datasets.dexycb_splits import SEQUENCES_PER_SUBJECT, Split, split
-from pipeline.images import read_rgb
-from pipeline.windows import frame_windows
 
 YCB_CLASSES = (
     "002_master_chef_can", "003_cracker_box", "004_sugar_box", "005_tomato_soup_can", "006_mustard_bottle",

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
@@ -73,7 +74,6 @@ from pipeline.hoi.background import coverage_mask, median_reference, window_refe
 from pipeline.hoi.datasets.hot3d_camera import R_UPRIGHT, pinhole_K, undistort_upright, upright_K
 from pipeline.hoi.datasets.hot3d_clip import N_PCA, Clip, open_clip
 from pipeline.hoi.datasets.scene_objects import box_corners, choose_objects
-from pipeline.windows import frame_windows
 
 SPLITS = {"train": ("train_aria", "train_quest3"), "test": ("test_aria", "test_quest3")}   # bop converter L52-63
 MODEL_DIRS = ("object_models", "object_models_eval")

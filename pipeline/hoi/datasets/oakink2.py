@@ -75,6 +75,8 @@ import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
 
+from pipeline.assets.images import read_rgb
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
@@ -83,8 +85,6 @@ from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import coverage_mask, median_reference, window_reference
 from pipeline.hoi.datasets.scene_objects import box_corners, choose_objects
 from pipeline.hoi.torch_pickle import LazyTensorUnpickler
-from pipeline.images import read_rgb
-from pipeline.windows import frame_windows
 
 ANNO_DIRS = ("anno_preview", "anno")     # dataset.py L100 (anno_offset default); the README's name
 DATA_DIR, OBJ_DIR, MODELS_DIR = "data", "object_raw", "align_ds"

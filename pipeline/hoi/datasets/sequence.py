@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
@@ -37,7 +38,6 @@ from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.sequence_format import Sequence, absolute_pose, read_frames, read_sequence
 from pipeline.sequence_format.model import SIDES
 from pipeline.sequence_format.read import check_frame_counts
-from pipeline.windows import frame_windows
 
 BACKGROUND_FRAMES = 9
 

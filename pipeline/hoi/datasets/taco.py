@@ -77,6 +77,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from pipeline.clips.windows import frame_windows
 from pipeline.engine.shard_task import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
@@ -84,7 +85,6 @@ from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart
 from pipeline.hoi.adapter import pick_names as _pick
 from pipeline.hoi.background import median_reference
 from pipeline.hoi.torch_pickle import TensorUnpickler
-from pipeline.windows import frame_windows
 
 HANDS_DIR, OBJ_DIR, MODELS_DIR = "Hand_Poses", "Object_Poses", "Object_Models"
 CALIB_DIR = "Allocentric_Camera_Parameters"

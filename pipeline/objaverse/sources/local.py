@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.assets.mesh_io import SUPPORTED_SUFFIXES
 from pipeline.errors import UserError
-from pipeline.mesh_io import SUPPORTED_SUFFIXES
 
 
 def list_meshes(folder: str | Path, limit: int | None = None) -> list[tuple[str, str]]:

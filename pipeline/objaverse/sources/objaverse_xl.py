@@ -33,8 +33,8 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.assets.mesh_io import SUPPORTED_SUFFIXES
 from pipeline.errors import StepFailed, UserError
-from pipeline.mesh_io import SUPPORTED_SUFFIXES
 from pipeline.objaverse.sources.objaverse_source import HUB_HOST, hub_reachable
 
 SOURCES = ("sketchfab", "smithsonian", "thingiverse", "github")

@@ -145,7 +145,7 @@ def test_a_missing_or_damaged_shard_file_is_reported_not_served_and_redone(ray_c
     spec_key = sample_index.shard_file_keys(loc)
     loc.delete(spec_key["rgb"](1))                                         # lost
     loc.write_bytes(spec_key["mlo_depth"](2), loc.read_bytes(spec_key["mlo_depth"](2))[:-7])  # truncated
-    from pipeline.inspect_store import format_report, inspect
+    from pipeline.inspection.inspect_store import format_report, inspect
 
     report = inspect(out)
     assert [(c["shard"], c["reason"].split(" ")[0]) for c in report["corrupt_shards"]] == [(1, "rgb"), (2, "mlo_depth")]

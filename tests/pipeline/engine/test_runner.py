@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.assets.mesh_io import load_object
 from pipeline.engine import runner
-from pipeline.mesh_io import load_object
 from pipeline.objaverse.sample import render_object
 from pipeline.objaverse.sources.builtin import builtin_uids
 from pipeline.render.workers import worker_renderers

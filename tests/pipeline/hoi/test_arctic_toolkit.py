@@ -272,9 +272,9 @@ def test_egocentric_frames_are_undistorted_to_the_toolkits_pinhole_view(toolkit)
     recorded files do not; corners the lens did not record (pincushion: k1 > 0) are not valid."""
     from PIL import Image
 
+    from pipeline.clips.lens import distort_normalised
     from pipeline.hands.model import hand_models
     from pipeline.hoi.datasets.arctic import ArcticAdapter
-    from pipeline.lens import distort_normalised
     from tests.pipeline.hoi.arctic_toolkit_layout import IOI_OFFSET
 
     root, truth = toolkit

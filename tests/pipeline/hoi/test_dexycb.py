@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.clips.windows import frame_windows
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import make_selection
 from pipeline.hoi.datasets import dexycb_splits
 from pipeline.hoi.datasets.dexycb import DexYCBAdapter
 from pipeline.hoi.demo.dexycb import SEQUENCE, SERIALS, SUBJECT
-from pipeline.windows import frame_windows
 from schemas.reader import StoreReader
 from tests.pipeline.hoi.conftest import FRAMES, RES
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipeline.crop import crop_box, crop_image, crop_intrinsics
+from pipeline.clips.crop import crop_box, crop_image, crop_intrinsics
+from pipeline.clips.windows import frame_windows
 from pipeline.hoi.background import masked_median as _masked_median
-from pipeline.windows import frame_windows
 
 
 def test_frame_windows():

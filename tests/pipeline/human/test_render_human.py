@@ -89,7 +89,7 @@ def test_skeleton_keypoints_and_frames_agree(run):
 def test_a_person_wider_than_the_frame_is_padded_marked_and_refused_past_max_padding():
     """A crop that cannot fit the frame (the person spans more than its height) is padded; ``valid``
     marks the padding; over ``max_padding`` the clip raises ``TooMuchPadding`` (the job skips it)."""
-    from pipeline.crop import TooMuchPadding
+    from pipeline.clips.crop import TooMuchPadding
     from pipeline.human.clip import build_sample
 
     H, W = 100, 300
@@ -122,8 +122,9 @@ def test_resume_skips_done_shards(ray_cluster, run, demo):
 
 def test_inspect_preview_export_show_the_store(run, tmp_path):
     from pipeline.human.preview_human import preview_human
-    from pipeline.inspect_store import export_npz, format_report, inspect
-    from pipeline.preview import write_preview
+    from pipeline.inspection.export import export_npz
+    from pipeline.inspection.inspect_store import format_report, inspect
+    from pipeline.inspection.preview import write_preview
 
     out, _, _ = run
     report = inspect(out)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import trimesh
 
+from pipeline.assets.mesh_io import canonicalise
 from pipeline.engine import runner
 from pipeline.errors import StepFailed
-from pipeline.inspect_store import format_report, inspect
-from pipeline.mesh_io import canonicalise
+from pipeline.inspection.inspect_store import format_report, inspect
 from pipeline.objaverse.sample import check_framing, render_object
-from pipeline.object_refs import REF_FILL, reference_views_with_coverage
+from pipeline.objects.object_refs import REF_FILL, reference_views_with_coverage
 from pipeline.render.workers import worker_renderers
 from schemas.config import RenderConfig
 from schemas.reader import StoreReader

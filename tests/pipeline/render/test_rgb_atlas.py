@@ -18,7 +18,7 @@ import trimesh
 from PIL import Image
 from trimesh.visual.material import PBRMaterial
 
-from pipeline.mesh_io import load_object
+from pipeline.assets.mesh_io import load_object
 from pipeline.objaverse.sample import render_object
 from pipeline.objaverse.sources.builtin import builtin_uids
 from pipeline.render.cameras import look_at

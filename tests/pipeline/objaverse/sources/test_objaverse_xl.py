@@ -36,7 +36,7 @@ def xl_cache(tmp_path, builtin_dir):
     """~/.objaverse as objaverse.xl lays it out, with one object per source already downloaded."""
     from objaverse.utils import get_uid_from_str
 
-    from tests.pipeline.test_gltf_ext import draco_glb
+    from tests.pipeline.assets.test_gltf_ext import draco_glb
 
     root = tmp_path / "objaverse"
     files = {

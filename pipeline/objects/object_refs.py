@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.mesh_io import CanonicalObject
-from pipeline.points import sample_surface_points
+from pipeline.assets.mesh_io import CanonicalObject
+from pipeline.objects.points import sample_surface_points
 from pipeline.render.cameras import REF_VIEW_DIRECTIONS, look_at, reference_view_poses
 from pipeline.seeding import sample_rng
 from schemas import N_POINTS, REF_VIEW_NAMES

@@ -314,7 +314,7 @@ def view(store, index: int, save: Path | None = None, mano_dir: str | None = Non
     """Log sample ``index`` of ``store`` to ``save`` (.rrd) or to a spawned viewer; returns a summary line."""
     from tqdm import tqdm
 
-    from pipeline.inspect_store import open_reader
+    from pipeline.inspection.inspect_store import open_reader
 
     rr = import_rerun()
     if tau <= 0:

@@ -14,8 +14,8 @@ import pytest
 import trimesh
 from PIL import Image
 
-from pipeline.gltf_ext import DRACO
-from pipeline.mesh_io import MeshRejected, load_object
+from pipeline.assets.gltf_ext import DRACO
+from pipeline.assets.mesh_io import MeshRejected, load_object
 
 CAPS = dict(max_file_mb=64, max_faces=100_000, max_texture_px=64)
 FLOAT, UINT32, TRIANGLES = 5126, 5125, 4

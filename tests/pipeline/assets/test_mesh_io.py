@@ -8,7 +8,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from pipeline.mesh_io import MeshRejected, canonicalise, load_object
+from pipeline.assets.mesh_io import MeshRejected, canonicalise, load_object
 
 CAPS = dict(max_file_mb=64, max_faces=100_000, max_texture_px=64)
 

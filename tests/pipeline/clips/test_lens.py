@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipeline.lens import distort_normalised, undistort
+from pipeline.clips.lens import distort_normalised, undistort
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 

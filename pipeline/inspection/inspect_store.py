@@ -1,4 +1,4 @@
-"""Store introspection: what is in a store, how big it is, what failed; one-sample export."""
+"""Store introspection: what is in a store, how big it is, what failed."""
 
 from __future__ import annotations
 
@@ -150,16 +150,3 @@ def format_report(r: dict) -> str:
         details = r.get("failure_details") or {}
         lines += [f"  e.g. {k}: {details[k].splitlines()[0][:150]}" for k in r["failures_by_reason"] if k in details]
     return "\n".join(lines)
-
-
-def export_npz(store: Path, index: int, out: Path) -> None:
-    """Write sample ``index`` (0-based over valid samples) to ``out`` (.npz, no pickles)."""
-    reader = open_reader(store)
-    if not 0 <= index < len(reader):
-        raise UserError(f"index {index} out of range: {store} has {len(reader)} valid samples")
-    arrays = reader.read(index)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays, layers=np.array(reader.layout.layers, dtype=str), key=np.array(reader.key(index)))
-    tmp.replace(out)

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.view import EXTRA_ERROR, camera_pose_rdf, pose_points, project_rdf
+from pipeline.inspection.view import EXTRA_ERROR, camera_pose_rdf, pose_points, project_rdf
 from schemas.occlusion import DEFAULT_TAU
 from schemas.reader import StoreReader
 from schemas.store import LAYER_NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def on_silhouette(px: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 
 def test_hoi_recording(hoi_store, tmp_path):
     pytest.importorskip("rerun")
-    from pipeline.view import view
+    from pipeline.inspection.view import view
 
     out = tmp_path / "hoi.rrd"
     summary = view(hoi_store, 0, save=out, progress=False)
@@ -189,7 +189,7 @@ def test_hoi_recording(hoi_store, tmp_path):
 
 def test_objaverse_recording_has_only_the_object_layer(objaverse_store, tmp_path):
     pytest.importorskip("rerun")
-    from pipeline.view import view
+    from pipeline.inspection.view import view
 
     out = tmp_path / "obj.rrd"
     view(objaverse_store, 0, save=out, progress=False)
@@ -207,7 +207,7 @@ def test_objaverse_recording_has_only_the_object_layer(objaverse_store, tmp_path
 
 def test_mano_store_without_mano_files_shows_joints_only(hoi_store, tmp_path):
     pytest.importorskip("rerun")
-    from pipeline.view import view
+    from pipeline.inspection.view import view
 
     store = tmp_path / "mano.zarr"
     shutil.copytree(hoi_store, store)
@@ -237,7 +237,7 @@ def test_mano_store_without_mano_files_shows_joints_only(hoi_store, tmp_path):
 
 def test_bad_index_writes_nothing(hoi_store, tmp_path):
     pytest.importorskip("rerun")
-    from pipeline.view import view
+    from pipeline.inspection.view import view
 
     with pytest.raises(UserError, match="out of range"):
         view(hoi_store, 999, save=tmp_path / "x.rrd", progress=False)
@@ -256,7 +256,7 @@ def test_without_the_extra_one_line_error_exit_2(hoi_store, tmp_path):
 
 def test_human_recording_shows_frames_skeleton_mask_and_keypoints(human_store, tmp_path):
     pytest.importorskip("rerun")
-    from pipeline.view import view
+    from pipeline.inspection.view import view
 
     out = tmp_path / "human.rrd"
     summary = view(human_store, 0, save=out, progress=False)

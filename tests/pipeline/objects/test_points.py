@@ -1,7 +1,7 @@
 import numpy as np
 import trimesh
 
-from pipeline.points import sample_surface_points
+from pipeline.objects.points import sample_surface_points
 
 
 def test_points_lie_on_the_surface_with_outward_unit_normals():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.inspect_store import open_reader
+from pipeline.inspection.inspect_store import open_reader
 
 THUMB = 160
 

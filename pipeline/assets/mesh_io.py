@@ -34,7 +34,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from pipeline import gltf_ext
+from pipeline.assets import gltf_ext
 from pipeline.errors import StepFailed
 
 SUPPORTED_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")

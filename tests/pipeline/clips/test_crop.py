@@ -4,7 +4,7 @@ of a hand is inside the image."""
 import numpy as np
 import pytest
 
-from pipeline.crop import (
+from pipeline.clips.crop import (
     TooMuchPadding,
     check_padding,
     crop_box,
