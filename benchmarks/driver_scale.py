@@ -115,7 +115,7 @@ def rss_mib() -> float:
 
 def child_plan(impl: str, n: int, out: str) -> dict:
     from pipeline.engine import runner, shard_writer
-    from pipeline.engine.shard_task import WorkItem
+    from pipeline.engine.items import WorkItem
 
     lay = layout()
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from schemas.storage import Location, join, mapped_errors
+from schemas.location import Location, join, mapped_errors
 
 
 def _fsync_dir(path: Path) -> None:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from pipeline.errors import UserError
-from schemas.storage import READ_THREADS, Location, mapped_errors
+from schemas.location import READ_THREADS, Location, mapped_errors
 
 LEASE_RENEW_S = 10.0   # a lock holder rewrites its lease this often
 LEASE_STALE_S = 60.0   # a lease whose ETag has not changed for this long (waiter's own clock) is taken over

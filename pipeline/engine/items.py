@@ -10,11 +10,21 @@ its shard is submitted. A table is immutable once built.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 
-from pipeline.engine.shard_task import WorkItem
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input item. ``key``: unique, stable id; ``locator``: what the step needs to find
+    the input (a path, a uid); ``n_samples``: samples it yields, known before running."""
+
+    key: str
+    locator: str
+    n_samples: int = 1
+
 
 CHUNK = 1 << 18  # strings encoded / decoded per step (bounds the temporary Python objects)
 

@@ -34,9 +34,9 @@ import numpy as np
 
 from pipeline.engine import plan, shard_writer
 from pipeline.engine.driver import JournalProgress, LoopResult, ShardScheduler
-from pipeline.engine.items import ItemTable
+from pipeline.engine.items import ItemTable, WorkItem
 from pipeline.engine.journal import ShardJournal
-from pipeline.engine.shard_task import WorkItem, process_shard, read_journal
+from pipeline.engine.shard_task import process_shard, read_journal
 from pipeline.errors import RunIncomplete, StorageError, UserError, storage_error
 from schemas import StoreLayout
 from schemas import index as sample_index

@@ -67,6 +67,7 @@ from pathlib import Path
 from numcodecs import blosc
 
 from pipeline.engine import holders, shard_writer
+from pipeline.engine.items import WorkItem
 from pipeline.engine.journal import ShardJournal
 from pipeline.errors import StepFailed, StorageError, storage_error
 from schemas import SchemaError, StoreLayout
@@ -90,16 +91,6 @@ class Skipped:
     the run summary shows the counts."""
 
     reason: str
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One input item. ``key``: unique, stable id; ``locator``: what the step needs to find
-    the input (a path, a uid); ``n_samples``: samples it yields, known before running."""
-
-    key: str
-    locator: str
-    n_samples: int = 1
 
 
 def resolve_step(ref: str):

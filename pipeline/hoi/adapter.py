@@ -50,7 +50,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 
 
 @dataclass

@@ -14,8 +14,9 @@ import functools
 from pathlib import Path
 
 from pipeline.clips.crop import TooMuchPadding
+from pipeline.engine.items import WorkItem
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import Skipped, WorkItem
+from pipeline.engine.shard_task import Skipped
 from pipeline.errors import StepFailed
 from pipeline.hands.model import hand_models
 from pipeline.hoi.adapter import make_selection

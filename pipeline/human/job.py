@@ -12,8 +12,9 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.clips.crop import TooMuchPadding
+from pipeline.engine.items import WorkItem
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import Skipped, WorkItem
+from pipeline.engine.shard_task import Skipped
 from pipeline.errors import StepFailed, UserError
 from pipeline.human import clip as human_clip
 from pipeline.human.config import HumanConfig

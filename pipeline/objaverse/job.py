@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from pipeline.assets.mesh_io import canonicalise, load_scene
-from pipeline.engine.items import ItemTable
+from pipeline.engine.items import ItemTable, WorkItem
 from pipeline.engine.runner import Job, auto_samples_per_shard
-from pipeline.engine.shard_task import STEP_TIMINGS, WorkItem
+from pipeline.engine.shard_task import STEP_TIMINGS
 from pipeline.errors import StepFailed, UserError
 from pipeline.objaverse.sample import objaverse_layout, render_object, timed
 from pipeline.objaverse.sources import builtin, local, objaverse_source, objaverse_xl

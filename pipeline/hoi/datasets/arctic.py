@@ -86,7 +86,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.clips.windows import frame_windows
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.parts import JOINT21_ORDER
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart

@@ -60,7 +60,7 @@ import yaml
 
 from pipeline.assets.images import read_rgb
 from pipeline.clips.windows import frame_windows
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hoi.adapter import ClipData, HandClip
 from pipeline.hoi.adapter import pick_names as _pick

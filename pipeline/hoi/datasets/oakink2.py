@@ -77,7 +77,7 @@ from scipy.spatial.transform import Rotation
 
 from pipeline.assets.images import read_rgb
 from pipeline.clips.windows import frame_windows
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.clips.windows import frame_windows
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart

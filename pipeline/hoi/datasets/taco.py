@@ -78,7 +78,7 @@ import numpy as np
 import trimesh
 
 from pipeline.clips.windows import frame_windows
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import transform_mano
 from pipeline.hoi.adapter import ClipData, HandClip, ObjectPart

@@ -10,8 +10,7 @@ import pytest
 
 from pipeline.engine import items as items_module
 from pipeline.engine import plan
-from pipeline.engine.items import ItemTable, StringColumn
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import ItemTable, StringColumn, WorkItem
 
 
 def greedy_shards(n_samples, S):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import UserError
 from pipeline.hands.model import hand_models
 from pipeline.hoi.adapter import make_selection

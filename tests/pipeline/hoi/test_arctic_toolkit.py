@@ -195,7 +195,7 @@ def test_demo_layers_sit_on_the_image(demo_store):
 
 # -- conventions re-derived from the toolkit's code ----------------------------------------------
 def _item(view: int, sid: str = SID, seq: str = SEQ):
-    from pipeline.engine.shard_task import WorkItem
+    from pipeline.engine.items import WorkItem
 
     key = f"{sid}/{seq}/{view}"
     return WorkItem(key=key, locator=key, n_samples=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import standin_hand
 from pipeline.hands.standin import standin_arrays

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import HandModel, standin_hand
 from pipeline.hands.standin import standin_arrays

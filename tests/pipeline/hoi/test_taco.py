@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.engine.shard_task import WorkItem
+from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
 from pipeline.hands.model import HandModel
 from pipeline.hands.standin import standin_arrays

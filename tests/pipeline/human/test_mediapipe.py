@@ -39,7 +39,7 @@ def test_extractor_finds_the_demo_figure_with_models_from_the_wheel():
 
 
 def test_worker_step_extracts_when_a_video_has_no_keypoint_files(tmp_path):
-    from pipeline.engine.shard_task import WorkItem
+    from pipeline.engine.items import WorkItem
     from pipeline.human.config import HumanConfig
     from pipeline.human.demo import make_demo
     from pipeline.human.job import list_items, render_human_item
