@@ -64,8 +64,13 @@ def main(work: Path, mode: str) -> dict:
             def freeze_after_first_marker():
                 while not stop.is_set():
                     if list((out / "_shards").glob("*.json")):
-                        subprocess.run(["mount", "--bind", str(disk), str(disk)], check=True)
-                        subprocess.run(["mount", "-o", "remount,bind,ro", str(disk)], check=True)
+                        # a failed mount must not pass silently (the run would simply finish): record why
+                        for cmd in (["mount", "--bind", str(disk), str(disk)],
+                                    ["mount", "-o", "remount,bind,ro", str(disk)]):
+                            r = subprocess.run(cmd, capture_output=True, text=True)
+                            if r.returncode != 0:
+                                report["freeze_error"] = f"{' '.join(cmd)}: {r.stderr.strip()[:300]}"
+                                return
                         report["frozen"] = True
                         return
                     time.sleep(0.02)

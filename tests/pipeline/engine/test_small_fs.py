@@ -56,6 +56,7 @@ def test_a_full_device_reads_as_one_line_and_a_rerun_completes(tmp_path):
 @needs_mount
 def test_a_read_only_device_reads_as_one_line_and_a_rerun_completes(tmp_path):
     r = _run(tmp_path, "read-only")
+    assert r.get("frozen"), f"the device was not made read-only: {r.get('freeze_error', 'the run ended first')}"
     _one_clean_line(r["first"], f"the device holding {r['out']} is read-only")
     assert r["second"]["rc"] == 0, r["second"]["stderr"][-2000:]
     assert len(r["keys"]) == 20 == len(set(r["keys"])) and r["readable"] == 20
