@@ -99,7 +99,8 @@ def make_demo_hoi(
     check_writable(out)
     demo.make_demo(layout, out, frames, seed)
     typer.echo(f"wrote a demo in the {layout} layout (stand-in hand (not MANO), {frames} frames) to {out}\n"
-               f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in")
+               f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in"
+               + (f" --frames {frames}" if frames < 16 else ""))  # render-hoi's window is 16 frames by default
 
 
 def export_sequence(
