@@ -103,7 +103,7 @@ def sample(
     result = sample_store(str(checkpoint), str(store), index, str(out), steps, guidance, seed, split=split)
     m = result["metrics"]
     typer.echo(f"PSNR ({m.get('region', 'hand-object')} region) {m['psnr_region']:.2f} dB  SSIM {m['ssim_region']:.4f}  "
-               f"(full-frame PSNR {m['psnr_full']:.2f} dB; the VAE round trip alone reaches "
+               f"(full-frame PSNR {m['psnr_full']:.2f} dB; the latent round trip alone reaches "
                f"{m['psnr_region_vae_roundtrip']:.2f} dB)")
     typer.echo("wrote " + ", ".join(result["paths"]))
 

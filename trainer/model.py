@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -24,6 +25,17 @@ from trainer.config import TrainConfig
 from trainer.embeddings import SKELETON_CHANNELS, GeometryEmbedding, MLOEmbedding, PoseGuider
 from trainer.latents import PixelLatent, build_codec, latent_channels, latent_factor
 from trainer.reference_attention import ReferenceBank, attach_reference_attention
+
+
+class _EmptyFp32Note(logging.Filter):
+    """diffusers warns on every ``UNetMotionModel.to(dtype)`` that modules "should be kept in float32: []"
+    (its list is empty, not None); only that empty note is dropped, a real list still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32Note())
 
 VAE_CHUNK = 8  # images per VAE call: the encoder's activations at 512^2 are ~0.3 GB an image
 
