@@ -144,7 +144,7 @@ def bench_step(preset: str, stage: str, device: torch.device, steps: int, batch:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         nonfinite += not np.isfinite(losses[-1])
     s = float(np.median(times[1:]))
     if device.type == "cuda":
