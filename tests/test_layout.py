@@ -105,3 +105,11 @@ def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     with pytest.raises(AssertionError, match="trainer.a -> trainer.b -> trainer.a"):
         test_no_import_cycles_in_the_packages()
+
+
+def test_every_package_folder_is_a_regular_package():
+    """setuptools' ``packages.find`` (pyproject) skips folders without ``__init__.py``: a wheel would
+    silently lack them (an editable install hides that)."""
+    missing = [str(d.relative_to(ROOT)) for pkg in PACKAGES for d in [ROOT / pkg, *(ROOT / pkg).rglob("*")]
+               if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py")) and not (d / "__init__.py").exists()]
+    assert not missing, missing

@@ -1,0 +1,1 @@
+"""Shared machinery of every job: planning, Ray scheduling and resume, the shard task, its journal and writer."""
