@@ -39,7 +39,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from pipeline.hands.model import standin_hand, transform_mano
-from pipeline.hoi.demo.scene import CENTRE, handover_scene, intrinsics
+from pipeline.hoi.demo.scene import CENTRE, handover_scene, intrinsics, look_at_opencv
 
 SID, SEQ, OBJ = "s01", "box_grab_01", "box"
 W, H = 700, 500                   # ARCTIC's 2800 x 2000 allocentric frames, scaled by 1/4
@@ -99,19 +99,10 @@ def _write_object(meta: Path, scene, rng) -> None:
     (meta / "object_meta.json").write_text(json.dumps({OBJ: {"diameter": diameter}}))
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    P = np.eye(4)
-    P[:3, 0], P[:3, 1], P[:3, 2], P[:3, 3] = x, np.cross(z, x), z, eye
-    return P
-
 
 def ego_poses(n_frames: int) -> np.ndarray:
     """[F,4,4] camera -> scene world (OpenCV axes) of the demo's moving head camera (view 0)."""
-    return np.stack([_look_at(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
+    return np.stack([look_at_opencv(CENTRE + [0.05 * np.sin(3 * s), -0.45, -0.3], CENTRE)
                      for s in np.linspace(0, 1, n_frames)])
 
 

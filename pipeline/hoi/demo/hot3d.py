@@ -46,7 +46,7 @@ from scipy.spatial.transform import Rotation
 from pipeline.hands.model import standin_hand, transform_mano
 from pipeline.hoi.datasets.hot3d_camera import R_UPRIGHT, Fisheye624
 from pipeline.hoi.demo.objects import _can, _texture
-from pipeline.hoi.demo.scene import CENTRE, handover_scene
+from pipeline.hoi.demo.scene import CENTRE, handover_scene, look_at_opencv
 
 CLIP_ID = 1849
 RGB, SLAM = "214-1", ("1201-1", "1201-2")
@@ -68,15 +68,6 @@ def _quat_trans(M: np.ndarray) -> dict:
     x, y, z, w = Rotation.from_matrix(M[:3, :3]).as_quat()
     return {"translation_xyz": [float(a) for a in M[:3, 3]], "quaternion_wxyz": [float(w), float(x), float(y), float(z)]}
 
-
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    P = np.eye(4)
-    P[:3, 0], P[:3, 1], P[:3, 2], P[:3, 3] = x, np.cross(z, x), z, eye
-    return P
 
 
 def _R4(R: np.ndarray) -> np.ndarray:
@@ -166,7 +157,7 @@ def project_hands(scene, betas: np.ndarray) -> dict[str, tuple[np.ndarray, np.nd
 
 def head_poses(n_frames: int) -> list[np.ndarray]:
     """[4,4] upright RGB camera (= device) -> scene per frame: a head moving and turning a little."""
-    return [_look_at(CENTRE + [0.06 * np.sin(2.5 * s) - 0.03, -0.3 + 0.03 * s, -0.2],
+    return [look_at_opencv(CENTRE + [0.06 * np.sin(2.5 * s) - 0.03, -0.3 + 0.03 * s, -0.2],
                      CENTRE + [0.02 * np.cos(3 * s), 0.03, 0.0]) for s in np.linspace(0, 1, n_frames)]
 
 

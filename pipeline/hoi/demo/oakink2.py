@@ -38,7 +38,7 @@ from scipy.spatial.transform import Rotation
 
 from pipeline.hands.model import standin_hand, transform_mano
 from pipeline.hoi.demo.objects import _can
-from pipeline.hoi.demo.scene import CENTRE, handover_scene
+from pipeline.hoi.demo.scene import CENTRE, handover_scene, look_at_opencv
 
 SEQ_KEY = "scene_03__A004/00000000000000000001__2024-01-02-03-04-05"
 TOKEN = SEQ_KEY.replace("/", "++")
@@ -57,16 +57,6 @@ def _T(t) -> np.ndarray:
     M[:3, 3] = t
     return M
 
-
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """[4,4] camera -> scene (OpenCV axes, y down) at ``eye`` looking at ``target``."""
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    P = np.eye(4)
-    P[:3, 0], P[:3, 1], P[:3, 2], P[:3, 3] = x, np.cross(z, x), z, eye
-    return P
 
 
 def _write_textured_obj(folder: Path, name: str, mesh: trimesh.Trimesh) -> None:
@@ -110,7 +100,7 @@ def camera_poses(scene, n_frames: int) -> dict[str, np.ndarray]:
     """camera name -> [n_frames,4,4] camera -> scene (OpenCV axes) at the image frames: three
     static allocentric cameras on the scene's arc, and the egocentric one on a moving head."""
     out = {c: np.repeat(P[None], n_frames, axis=0) for c, P in zip(list(CAMERAS)[:3], scene.camera_poses(3), strict=True)}
-    out["egocentric"] = np.stack([_look_at(CENTRE + [0.06 * np.sin(3 * s) - 0.02, -0.42, -0.28 + 0.04 * s],
+    out["egocentric"] = np.stack([look_at_opencv(CENTRE + [0.06 * np.sin(3 * s) - 0.02, -0.42, -0.28 + 0.04 * s],
                                            CENTRE + [0, 0.02, 0]) for s in np.linspace(0, 1, n_frames)])
     return out
 

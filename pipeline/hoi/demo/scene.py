@@ -53,6 +53,19 @@ def rot_z(angle: float) -> np.ndarray:
     return T
 
 
+def look_at_opencv(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[4,4] camera -> world (OpenCV axes: x right, y down, z forward) at ``eye`` looking at ``target``;
+    the camera's x axis is horizontal (perpendicular to the world y axis). The demos' moving headset
+    cameras (ARCTIC view 0, OakInk2's egocentric camera, HOT3D's streams) are posed with it."""
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    P = np.eye(4)
+    P[:3, 0], P[:3, 1], P[:3, 2], P[:3, 3] = x, np.cross(z, x), z, eye
+    return P
+
+
 def room_background(W: int, H: int, rng: np.random.Generator) -> np.ndarray:
     """A plain room: a wall gradient above a textured table, uint8 [H,W,3]."""
     y = np.linspace(0, 1, H)[:, None, None]
