@@ -113,6 +113,18 @@ class CanonicalObject:
         return False
 
 
+def read_mesh_arrays(path: str | os.PathLike, unit: float = 1.0, **load_kw) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's object model file as (vertices [V,3] float64 times ``unit``, faces [F,3] int64), loaded as
+    the dataset toolkits load theirs (``process=False``: vertex order and count kept, so per-vertex labels
+    still line up). ``load_kw`` goes to ``trimesh.load`` (e.g. ``skip_materials=True``). An unreadable file
+    is ``StepFailed("load")`` with one line naming it."""
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False, **load_kw)
+    except Exception as e:  # noqa: BLE001
+        raise StepFailed("load", f"object model {Path(path).name} unreadable ({type(e).__name__})") from None
+    return np.asarray(mesh.vertices, np.float64) * unit, np.asarray(mesh.faces, np.int64)
+
+
 def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     order = np.argsort(x)
     cw = np.cumsum(w[order])

@@ -63,8 +63,8 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
+from pipeline.assets.mesh_io import read_mesh_arrays
 from pipeline.clips.windows import frame_windows
 from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
@@ -93,11 +93,7 @@ def mano_pose(thetas: np.ndarray, wrist_xform: np.ndarray, model) -> tuple[np.nd
 @functools.lru_cache(maxsize=16)
 def read_model(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(vertices [V,3] m, faces [F,3]) of an object model, the GLB's nodes applied."""
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as e:  # noqa: BLE001
-        raise StepFailed("load", f"object model {Path(path).name} unreadable ({type(e).__name__})") from None
-    return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+    return read_mesh_arrays(path)
 
 
 def world_to_upright(T_world_from_camera: np.ndarray) -> np.ndarray:

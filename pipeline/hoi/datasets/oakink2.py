@@ -72,10 +72,10 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from scipy.spatial.transform import Rotation
 
 from pipeline.assets.images import read_rgb
+from pipeline.assets.mesh_io import read_mesh_arrays
 from pipeline.clips.windows import frame_windows
 from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
@@ -154,12 +154,8 @@ def read_part(folder: str) -> tuple[str, np.ndarray, np.ndarray]:
     found = sorted(p for p in d.iterdir() if p.suffix in (".obj", ".ply")) if d.is_dir() else []
     if len(found) != 1:
         raise StepFailed("load", f"{d}: expected one .obj or .ply model, found {len(found)}")
-    try:
-        kw = {"skip_materials": True} if found[0].suffix == ".obj" else {}
-        mesh = trimesh.load(found[0], process=False, force="mesh", **kw)
-    except Exception as e:  # noqa: BLE001
-        raise StepFailed("load", f"object model {found[0].name} unreadable ({type(e).__name__})") from None
-    return str(found[0]), np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+    kw = {"skip_materials": True} if found[0].suffix == ".obj" else {}
+    return (str(found[0]), *read_mesh_arrays(found[0], **kw))
 
 
 class Sequence:

@@ -75,8 +75,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
+from pipeline.assets.mesh_io import read_mesh_arrays
 from pipeline.clips.windows import frame_windows
 from pipeline.engine.items import WorkItem
 from pipeline.errors import StepFailed, UserError
@@ -137,11 +137,7 @@ def read_hand_shape(path: Path) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def read_mesh_m(path: str) -> tuple[np.ndarray, np.ndarray]:
     """``<id>_cm.obj`` -> (vertices [V,3] metres, faces [F,3])."""
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as e:  # noqa: BLE001
-        raise StepFailed("load", f"object model {Path(path).name} unreadable ({type(e).__name__})") from None
-    return np.asarray(mesh.vertices, np.float64) * MESH_UNIT_M, np.asarray(mesh.faces, np.int64)
+    return read_mesh_arrays(path, unit=MESH_UNIT_M)
 
 
 class _VideoCursor:
