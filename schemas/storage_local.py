@@ -18,6 +18,21 @@ from pathlib import Path
 from schemas.location import Location, join, mapped_errors
 
 
+@contextlib.contextmanager
+def _synced_temp(path: Path, data: bytes):
+    """Yields a temp file beside ``path`` holding ``data``, fsynced (the caller renames or links it into
+    place); it is removed on exit, so a failed write leaves no temp file behind."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -79,35 +94,21 @@ class LocalLocation(Location):
             if sweep:
                 for stale in path.parent.glob(f".{path.name}.tmp*"):
                     stale.unlink(missing_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with _synced_temp(path, data) as tmp:
                 os.replace(tmp, path)
                 _fsync_dir(path.parent)
-            finally:
-                tmp.unlink(missing_ok=True)
 
     def create(self, key: str, data: bytes) -> bool:
         path = self.path(key)
         with mapped_errors(self.url):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with _synced_temp(path, data) as tmp:
                 try:
                     os.link(tmp, path)  # atomic create-if-absent with the whole content
                 except FileExistsError:
                     return False
                 _fsync_dir(path.parent)
                 return True
-            finally:
-                tmp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         with mapped_errors(self.url):
