@@ -19,7 +19,7 @@ from pipeline.engine import runner, shard_writer
 from schemas import index as sample_index
 from schemas.reader import StoreReader
 from schemas.storage import open_location
-from tests.pipeline.engine.test_worker_loss import Killer, _chaos_job
+from tests.pipeline.engine.test_worker_loss import _chaos_job, run_killing
 
 
 def _same_store_contents(a: StoreReader, b: StoreReader) -> None:
@@ -37,13 +37,8 @@ def test_a_worker_killed_mid_item_loses_nothing_and_the_bucket_store_reads_back_
     # shards [cube, mug] [torus, globe] [lamp]: the globe's worker is SIGKILLed once mid-item
     job, folder = _chaos_job(tmp_path, {"builtin-globe": "await-kill:1"}, 5, samples_per_shard=2)
     job = dataclasses.replace(job, out=url)
-    killer = Killer(folder)
-    killer.start()
-    try:
-        summary = runner.run(job, workers=2, timeout_s=60, max_retries=4, progress=False)
-    finally:
-        killer.stop.set()
-    assert len(killer.killed) == 1 and (summary.items_ok, summary.items_failed) == (5, 0)
+    summary, killed = run_killing(job, folder, workers=2, timeout_s=60, max_retries=4)
+    assert len(killed) == 1 and (summary.items_ok, summary.items_failed) == (5, 0)
     loc = open_location(url)
     keys = set(loc.list(""))
     # markers list apart from journals; the journals and the index are in the bucket; no lease left behind
@@ -80,12 +75,7 @@ def test_a_poisoned_item_is_recorded_redone_by_retry_failed_and_a_tiny_run_train
     # the mug's worker is killed twice: poisoned (recorded), then redone by --retry-failed
     job, folder = _chaos_job(tmp_path, {"builtin-striped_mug": "await-kill:2"}, 5, samples_per_shard=2)
     job = dataclasses.replace(job, out=url)
-    killer = Killer(folder)
-    killer.start()
-    try:
-        first = runner.run(job, workers=2, timeout_s=60, max_retries=4, progress=False)
-    finally:
-        killer.stop.set()
+    first, killed = run_killing(job, folder, workers=2, timeout_s=60, max_retries=4)
     assert [(f["key"], f["stage"]) for f in first.failures] == [("builtin-striped_mug", "worker")]
     assert len(StoreReader(url)) == 4
     second = runner.run(job, workers=2, timeout_s=60, progress=False, retry_failed=[])

@@ -36,6 +36,17 @@ class Killer(threading.Thread):
             time.sleep(0.1)
 
 
+def run_killing(job, folder, **kw):
+    """``runner.run(job, progress=False, **kw)`` while a ``Killer`` SIGKILLs every worker that announces
+    itself in ``folder``; returns (the run's summary, the names of the killed workers' pid files)."""
+    killer = Killer(folder)
+    killer.start()
+    try:
+        return runner.run(job, progress=False, **kw), killer.killed
+    finally:
+        killer.stop.set()
+
+
 def _chaos_job(tmp_path, chaos: dict, limit: int, **kw):
     job, _ = small_job(tmp_path / "s.zarr", limit=limit, **kw)
     folder = tmp_path / "chaos"
@@ -54,15 +65,10 @@ def test_killed_workers_lose_no_good_object_and_retry_failed_brings_failures_bac
     # tried again and kept), the mug's twice (poisoned), the torus fails at fetch
     job, folder = _chaos_job(tmp_path, {"builtin-striped_mug": "await-kill:2", "builtin-pbr_torus": "fail-until-file",
                                         "builtin-globe": "await-kill:1"}, 5, samples_per_shard=2)
-    killer = Killer(folder)
-    killer.start()
-    try:
-        first = runner.run(job, workers=1, timeout_s=60, max_retries=4, progress=False)
-    finally:
-        killer.stop.set()
+    first, killed = run_killing(job, folder, workers=1, timeout_s=60, max_retries=4)
     out = tmp_path / "s.zarr"
     by_key = {f["key"]: f for f in first.failures}
-    assert len(killer.killed) == 3 and set(by_key) == {"builtin-striped_mug", "builtin-pbr_torus"}
+    assert len(killed) == 3 and set(by_key) == {"builtin-striped_mug", "builtin-pbr_torus"}
     assert by_key["builtin-striped_mug"]["stage"] == "worker" and "twice" in by_key["builtin-striped_mug"]["reason"]
     assert by_key["builtin-pbr_torus"]["stage"] == "fetch"
     good = _keys(out)
