@@ -11,6 +11,8 @@ from pipeline.engine.output import RETRY_FAILED_HELP, check_writable
 from pipeline.errors import UserError
 from schemas.config import MAX_PADDING
 
+WINDOW_FRAMES = 16  # render-hoi's default window (T)
+
 
 def render_hoi(
     dataset: Annotated[str, typer.Argument(help="dataset: dexycb, arctic, taco, oakink2, hot3d or sequence (the open per-sequence format)")],
@@ -22,7 +24,7 @@ def render_hoi(
     sequences: Annotated[list[str] | None, typer.Option(help="sequences to use (repeatable)")] = None,
     cameras: Annotated[list[str] | None, typer.Option(
         help="cameras to use (repeatable): serials, ARCTIC views, OakInk2 names or serials, HOT3D stream ids")] = None,
-    frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = 16,
+    frames: Annotated[int, typer.Option(help="T, frames per sample (window)")] = WINDOW_FRAMES,
     stride: Annotated[int, typer.Option(help="take every stride-th frame")] = 1,
     resolution: Annotated[int, typer.Option(help="R, square crop side after resizing")] = 512,
     crop_margin: Annotated[float, typer.Option(help="crop side / hand-object box side")] = 1.25,
@@ -100,7 +102,7 @@ def make_demo_hoi(
     demo.make_demo(layout, out, frames, seed)
     typer.echo(f"wrote a demo in the {layout} layout (stand-in hand (not MANO), {frames} frames) to {out}\n"
                f"next: python cli.py render-hoi {layout} --root {out} --hand-model stand-in"
-               + (f" --frames {frames}" if frames < 16 else ""))  # render-hoi's window is 16 frames by default
+               + (f" --frames {frames}" if frames < WINDOW_FRAMES else ""))  # a window the demo can fill
 
 
 def export_sequence(
